@@ -1,0 +1,232 @@
+"""The engine: one resident, thread-safe wrapper around an image classifier.
+
+An :class:`Engine` owns the model (eval mode, parameters frozen, on the GPU when there is
+one), knows how to turn an image into the tensor the model sees, lists the model's layers
+and runs every analysis. The dashboard keeps one engine per model and shares it between
+all browser sessions, so every call that touches the model holds the engine's lock for its
+duration and installs its hooks inside context managers that remove them on exit: callers
+in different threads never see each other's activations, and no hook outlives a call.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Callable, NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.transforms import v2
+
+from .errors import InputError, ModelError
+from .hooks import capture_outputs, eval_mode
+from .layers import LayerInfo, find_layer, probe_layers
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+ImageLike = Image.Image | torch.Tensor | np.ndarray
+
+
+class Prediction(NamedTuple):
+    """One of the top-k classes: its index, its name and its softmax probability."""
+
+    index: int
+    label: str
+    probability: float
+
+
+class Counters:
+    """Thread-safe tally of the model's forward and backward passes (tests and the UI read it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.forward = 0
+        self.backward = 0
+
+    def add(self, forward: int = 0, backward: int = 0) -> None:
+        with self._lock:
+            self.forward += forward
+            self.backward += backward
+
+    def snapshot(self) -> tuple[int, int]:
+        """``(forward, backward)`` as one consistent pair."""
+        with self._lock:
+            return self.forward, self.backward
+
+
+def default_device() -> torch.device:
+    """``cuda`` when a GPU is available, else ``cpu``."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_transform(input_size: tuple[int, int]) -> v2.Compose:
+    """Resize to ``input_size``, scale to [0, 1], normalise with ImageNet's mean and std."""
+    return v2.Compose([
+        v2.ToImage(), v2.Resize(list(input_size), antialias=True),
+        v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+class Engine:
+    """A classifier made ready for visualisation.
+
+    ``Engine(model, transform=None, categories=None, input_size=(224, 224), device=None)``:
+    ``transform`` maps an RGB PIL image to a normalised ``(3, H, W)`` tensor (default: resize
+    to ``input_size`` and ImageNet normalisation); ``categories`` names the classes
+    (default ``"class 0"``, ``"class 1"``…); ``device`` defaults to ``cuda`` when available.
+    The model is put in eval mode and its parameters are frozen.
+    """
+
+    def __init__(self, model: nn.Module, transform: Callable | None = None,
+                 categories: list[str] | None = None, input_size: tuple[int, int] = (224, 224),
+                 device: str | torch.device | None = None, name: str | None = None) -> None:
+        if not isinstance(model, nn.Module):
+            raise ModelError(f"Engine needs a torch.nn.Module, got {type(model).__name__}.")
+        self.device = torch.device(device) if device is not None else default_device()
+        self.model = model.eval().to(self.device)
+        for param in self.model.parameters():
+            param.requires_grad_(False)
+        self.input_size = tuple(int(s) for s in input_size)
+        self.transform = transform or default_transform(self.input_size)
+        self.name = name or type(model).__name__
+        self.counters = Counters()
+        self._lock = threading.RLock()
+        self._layers: list[LayerInfo] | None = None
+        self._categories = list(categories) if categories is not None else None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def demo(cls, device: str | torch.device | None = None) -> "Engine":
+        """The bundled demo model (DemoNet trained on the procedural shapes), works offline."""
+        from . import demo
+        return cls(demo.load_model(), transform=demo.transform(), categories=demo.class_names(),
+                   input_size=demo.INPUT_SIZE, device=device, name="demo")
+
+    @classmethod
+    def from_torchvision(cls, name: str, weights: object = "DEFAULT",
+                         device: str | torch.device | None = None) -> "Engine":
+        """A torchvision classification model by name.
+
+        ``weights``: ``"DEFAULT"`` (pretrained, downloaded into ``TORCH_HOME`` when online),
+        ``None`` (random weights, on purpose) or a state-dict file (path, bytes or binary
+        file object; ``.pth``/``.pt`` loaded with ``weights_only=True``, or ``.safetensors``).
+        """
+        from . import zoo
+        built = zoo.build(name, weights)
+        return cls(built.model, transform=built.transform, categories=built.categories,
+                   input_size=built.input_size, device=device, name=built.description)
+
+    # ------------------------------------------------------------------ plumbing
+    @contextmanager
+    def session(self) -> Iterator[nn.Module]:
+        """Exclusive use of the model for one call: the lock held, every module in eval mode."""
+        with self._lock, eval_mode(self.model):
+            yield self.model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One counted forward pass of the model (call inside :meth:`session`)."""
+        self.counters.add(forward=1)
+        return self.model(x)
+
+    @property
+    def categories(self) -> list[str]:
+        """Class names, one per output of the model."""
+        if self._categories is None:
+            n = self._output_size()
+            self._categories = [f"class {i}" for i in range(n)]
+        return self._categories
+
+    def _output_size(self) -> int:
+        with self.session(), torch.no_grad():
+            x = torch.zeros(1, 3, *self.input_size, device=self.device)
+            return int(self.forward(x).shape[-1])
+
+    def __repr__(self) -> str:
+        return f"Engine({self.name!r}, device={self.device.type}, input_size={self.input_size})"
+
+    # ------------------------------------------------------------------ inputs
+    def preprocess(self, image: ImageLike) -> torch.Tensor:
+        """The ``(1, 3, H, W)`` tensor the model sees, on the engine's device.
+
+        A PIL image (any mode; converted to RGB) or an ``H×W×3`` uint8 array goes through the
+        model's transform; a tensor ``(1, 3, H, W)`` or ``(3, H, W)`` is taken as already
+        preprocessed.
+        """
+        if isinstance(image, np.ndarray):
+            image = _array_to_pil(image)
+        if isinstance(image, Image.Image):
+            x = self.transform(image.convert("RGB"))
+        elif isinstance(image, torch.Tensor):
+            x = image
+        else:
+            raise InputError(f"Expected a PIL image, an H×W×3 array or a tensor, got {type(image).__name__}.")
+        return _as_batch_of_one(x).to(self.device, torch.float32)
+
+    # ------------------------------------------------------------------ layers
+    def layers(self) -> list[LayerInfo]:
+        """Every module that produces a tensor, in execution order (one probe forward, cached)."""
+        if self._layers is None:
+            with self.session():
+                x = torch.zeros(1, 3, *self.input_size, device=self.device)
+                self.counters.add(forward=1)
+                self._layers = probe_layers(self.model, x)
+        return list(self._layers)
+
+    def layer(self, name: str) -> LayerInfo:
+        """The :class:`LayerInfo` of one layer; :class:`LayerError` with suggestions if unknown."""
+        return find_layer(self.layers(), name)
+
+    # ------------------------------------------------------------------ analyses
+    @torch.no_grad()
+    def logits(self, image: ImageLike) -> torch.Tensor:
+        """Pre-softmax scores, a 1-D CPU tensor."""
+        x = self.preprocess(image)
+        with self.session():
+            return self.forward(x)[0].float().cpu()
+
+    def predict(self, image: ImageLike, k: int = 5) -> list[Prediction]:
+        """The top-``k`` classes as ``(index, label, probability)``, most likely first."""
+        return top_k(self.logits(image), self.categories, k)
+
+    @torch.no_grad()
+    def feature_maps(self, image: ImageLike, layers: str | Iterable[str]) -> dict[str, torch.Tensor]:
+        """``{name: output}`` of the named layers from ONE forward pass, on the CPU.
+
+        A conv layer gives a ``(C, H, W)`` tensor, a linear layer a ``(F,)`` vector (the batch
+        dimension is dropped). Unknown names raise :class:`LayerError` before anything runs.
+        """
+        names = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
+        for name in names:
+            self.layer(name)
+        x = self.preprocess(image)
+        with self.session() as model, capture_outputs(model, names) as outputs:
+            self.forward(x)
+        return {name: outputs[name][0].float().cpu() for name in names}
+
+
+def top_k(logits: torch.Tensor, categories: list[str], k: int) -> list[Prediction]:
+    """Softmax over ``logits`` and the ``k`` most probable classes."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    values, indices = probs.topk(max(1, min(int(k), probs.numel())))
+    return [Prediction(int(i), categories[int(i)] if int(i) < len(categories) else f"class {int(i)}",
+                       float(p)) for p, i in zip(values, indices)]
+
+
+def _array_to_pil(array: np.ndarray) -> Image.Image:
+    if array.ndim == 3 and array.shape[2] == 3 and array.dtype == np.uint8:
+        return Image.fromarray(array)
+    raise InputError(f"An image array must be H×W×3 uint8, got shape {array.shape} and dtype {array.dtype}.")
+
+
+def _as_batch_of_one(x: torch.Tensor) -> torch.Tensor:
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
+        raise InputError(f"A preprocessed image must be a (1, 3, H, W) tensor, got {tuple(x.shape)}.")
+    if not x.is_floating_point():
+        raise InputError(f"A preprocessed image must be a float tensor, got {x.dtype}.")
+    return x

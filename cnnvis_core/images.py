@@ -1,0 +1,263 @@
+"""Loading user images safely into plain RGB :class:`PIL.Image.Image` objects.
+
+:func:`load_image_with_notes` accepts a path, raw bytes or a binary file-like object (such as
+Streamlit's ``UploadedFile``) and returns a fully decoded RGB image together with notes, meant
+for a person, about what was changed on the way: downscaling, frame selection, transparency,
+bit depth. Everything that makes an input unusable (not an image, unsupported format, too large,
+truncated) raises :class:`~cnnvis_core.errors.InputError` with a readable message.
+
+The pixel count is checked from the header before any pixel is decoded. Pillow's global
+settings are never changed: its own decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) still
+applies on top of ``max_pixels``, and truncated files stay errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import struct
+import warnings
+import zlib
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import InputError
+
+__all__ = [
+    "MAX_BYTES", "MAX_PIXELS", "MAX_SIDE", "SUPPORTED_FORMATS", "UPLOAD_EXTENSIONS",
+    "image_digest", "load_image", "load_image_with_notes",
+]
+
+SUPPORTED_FORMATS: tuple[str, ...] = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+UPLOAD_EXTENSIONS: list[str] = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
+MAX_PIXELS = 100_000_000
+MAX_SIDE = 4096
+MAX_BYTES = 50 * 1024 * 1024
+
+Source = Union[str, "os.PathLike[str]", bytes, bytearray, BinaryIO]
+
+_FORMATS_TEXT = "JPEG, PNG, WebP, BMP, GIF and TIFF"
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
+_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")  # in PIL's DecompressionBombError message
+_DAMAGED = "The file looks truncated or damaged"
+
+
+def load_image_with_notes(
+    source: Source, *, max_pixels: int = MAX_PIXELS, max_side: int = MAX_SIDE
+) -> tuple[Image.Image, list[str]]:
+    """Load ``source`` as a detached RGB image; also return notes on what was changed.
+
+    ``source`` is a path, bytes or a binary file-like object (read from its start). Images
+    with more than ``max_pixels`` pixels are refused; those whose longest side exceeds
+    ``max_side`` are downscaled, aspect ratio kept. Only the first frame of an animation is
+    used, the EXIF orientation is applied and alpha is composited over white. 16-bit images are
+    scaled by their full range (value / 257); 32-bit integer ("I") images likewise when their
+    values fit 0..65535, float ("F") ones from 0..1 or 0..255 when they fit; otherwise both are
+    stretched from their own min..max. Raises :class:`InputError` for unusable input.
+    """
+    data = _read_source(source)
+    notes: list[str] = []
+    with _open(data, max_pixels) as im:
+        _check_format(im)
+        _check_pixels(im.size, max_pixels)
+        original = im.size
+        try:
+            _select_first_frame(im, notes)
+            draft_size = _fit(original, max_side)
+            if draft_size is not None and im.format in ("JPEG", "MPO"):
+                im.draft("RGB", draft_size)  # decode at 1/2, 1/4 or 1/8 scale: much cheaper
+            im.load()
+        except _DECODE_ERRORS as error:
+            raise InputError(f"{_DAMAGED} and cannot be decoded ({error}).") from error
+        image = _apply_orientation(im, notes)
+        if image.size == im.size[::-1] != im.size:
+            original = original[::-1]
+    image = _to_rgb(image, notes)
+    target = _fit(original, max_side)
+    if target is not None:
+        if image.size != target:
+            image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        notes.append(f"Downscaled from {_dims(original)} to {_dims(target)} px.")
+    return image, notes
+
+
+def load_image(source: Source, **kw: int) -> Image.Image:
+    """Like :func:`load_image_with_notes`, but return only the image.
+
+    The notes are stored in ``image.info["cnnvis_notes"]``.
+    """
+    image, notes = load_image_with_notes(source, **kw)
+    image.info["cnnvis_notes"] = notes
+    return image
+
+
+def image_digest(image_or_bytes: Union[Image.Image, bytes, bytearray, memoryview]) -> str:
+    """Return a short stable digest (16 hex chars of sha256) for use as a cache key.
+
+    Raw bytes are hashed as they are; an image by its mode, size and pixel bytes.
+    """
+    item = image_or_bytes
+    digest = hashlib.sha256()
+    if isinstance(item, Image.Image):
+        digest.update(f"{item.mode}:{item.width}x{item.height}:".encode())
+        digest.update(item.tobytes())
+    elif isinstance(item, (bytes, bytearray, memoryview)):
+        digest.update(item)
+    else:
+        raise TypeError(f"image_digest expects a PIL image or bytes, not {type(item).__name__}.")
+    return digest.hexdigest()[:16]
+
+
+def _read_source(source: Source) -> bytes:
+    """Return the bytes of ``source``, refusing missing, empty and oversized inputs."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    elif isinstance(source, (str, os.PathLike)):
+        data = _read_path(Path(source))
+    elif hasattr(source, "read"):
+        if getattr(source, "seekable", lambda: False)():
+            source.seek(0)  # as PIL does; an UploadedFile may have been read before
+        data = source.read(MAX_BYTES + 1)
+        if not isinstance(data, (bytes, bytearray)):
+            raise InputError("The file must be opened in binary mode ('rb').")
+    else:
+        kind = type(source).__name__
+        raise InputError(f"Cannot read an image from a {kind}; give a path, bytes or a file.")
+    if not data:
+        raise InputError("The file is empty (0 bytes); choose an image file.")
+    _check_bytes(len(data))
+    return bytes(data)
+
+
+def _check_bytes(size: int) -> None:
+    if size > MAX_BYTES:
+        limit = MAX_BYTES / 2**20
+        raise InputError(f"The file is {size / 2**20:.1f} MB, over the limit of {limit:.0f} MB.")
+
+
+def _read_path(path: Path) -> bytes:
+    """Read a file from disk, checking its size first."""
+    if not path.exists():
+        raise InputError(f"No such file: '{path}'.")
+    if not path.is_file():
+        raise InputError(f"'{path}' is not a file.")
+    try:
+        _check_bytes(path.stat().st_size)
+        return path.read_bytes()
+    except OSError as error:
+        raise InputError(f"Cannot read '{path}': {error.strerror or error}.") from error
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    """Open (but do not decode) ``data``, turning PIL's refusals into :class:`InputError`."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we check ourselves
+            return Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as error:
+        message = f"This file is not an image, or not one that can be read: use {_FORMATS_TEXT}."
+        raise InputError(message) from error
+    except Image.DecompressionBombError as error:
+        match = _BOMB_PIXELS.search(str(error))
+        size = f"{_mp(int(match.group(1)))} megapixels" if match else "too many pixels"
+        limit = min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or max_pixels))
+        message = f"The image is too large: {size}, over the limit of {_mp(limit)} megapixels."
+        raise InputError(message) from error
+    except _DECODE_ERRORS as error:
+        raise InputError(f"{_DAMAGED} and cannot be opened ({error}).") from error
+
+
+def _check_format(im: Image.Image) -> None:
+    if im.format not in SUPPORTED_FORMATS:
+        raise InputError(f"{im.format} images are not supported; use {_FORMATS_TEXT}.")
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+    pixels = size[0] * size[1]
+    if pixels > max_pixels:
+        raise InputError(
+            f"The image is too large: {_dims(size)} px = {_mp(pixels)} megapixels, "
+            f"over the limit of {_mp(max_pixels)} megapixels."
+        )
+
+
+def _select_first_frame(im: Image.Image, notes: list[str]) -> None:
+    frames = getattr(im, "n_frames", 1)
+    if frames > 1:
+        im.seek(0)
+        notes.append(f"Used the first of {frames} frames.")
+
+
+def _apply_orientation(im: Image.Image, notes: list[str]) -> Image.Image:
+    """Return a rotated/flipped copy following the EXIF orientation (a plain copy without one)."""
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:  # malformed EXIF must not make a readable image unusable
+        notes.append("Ignored unreadable EXIF orientation data.")
+        return im.copy()
+
+
+def _to_rgb(im: Image.Image, notes: list[str]) -> Image.Image:
+    """Convert any PIL mode to a new RGB image; alpha is composited over white.
+
+    Integer ("I") and float ("F") images are scaled by :func:`_scale_to_uint8`.
+    """
+    if im.mode.startswith("I;16"):
+        notes.append("Converted from 16-bit grayscale.")
+        return _gray_to_rgb(np.asarray(im, dtype=np.float64) / 257.0)
+    if im.mode in ("I", "F"):
+        values, how = _scale_to_uint8(np.asarray(im, dtype=np.float64), im.mode)
+        kind = "32-bit integer" if im.mode == "I" else "floating-point"
+        notes.append(f"Converted from {kind} grayscale ({how}).")
+        return _gray_to_rgb(values)
+    if im.has_transparency_data:
+        rgba = (im.convert("LA") if im.mode == "La" else im).convert("RGBA")  # no La→RGBA in PIL
+        if rgba.getchannel("A").getextrema()[0] < 255:
+            notes.append("Transparent areas were filled with white.")
+            rgba = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+        return rgba.convert("RGB")
+    return im.convert("RGB")  # also copies an RGB image, detaching it from the file
+
+
+def _scale_to_uint8(values: np.ndarray, mode: str) -> tuple[np.ndarray, str]:
+    """Map "I"/"F" pixel values to 0..255 and say how.
+
+    Mode "I" values within 0..65535 are read as 16-bit (divided by 257); "F" values within
+    0..1 are multiplied by 255 and within 0..255 are kept. Anything else is stretched from its
+    own min..max (a constant image then becomes black). NaN and infinities count as 0.
+    """
+    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    for top, factor in ((65535, 257.0),) if mode == "I" else ((1, 1 / 255), (255, 1.0)):
+        if low >= 0 and high <= top:
+            return values / factor, f"values scaled from 0–{top}"
+    stretched = (values - low) * (255.0 / max(high - low, 1e-12))
+    return stretched, f"values stretched from {low:g}–{high:g}"
+
+
+def _gray_to_rgb(values: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8)).convert("RGB")
+
+
+def _fit(size: tuple[int, int], max_side: int) -> tuple[int, int] | None:
+    """The size that brings the longest side down to ``max_side``, or None if it already fits."""
+    longest = max(size)
+    if longest <= max_side:
+        return None
+    scale = max_side / longest
+    width, height = (max(1, min(max_side, round(side * scale))) for side in size)
+    return width, height
+
+
+def _dims(size: tuple[int, int]) -> str:
+    return f"{size[0]}×{size[1]}"
+
+
+def _mp(pixels: int) -> str:
+    return f"{pixels / 1e6:.3g}"
+

@@ -1,0 +1,110 @@
+"""What every page shares: the chosen model (a cached, resident engine) and the chosen image.
+
+The sidebar widgets live in ``app.py`` (the navigation frame), so their state survives page
+changes; pages call :func:`current_engine` and :func:`current_image` to read the choice.
+Engines are built once per model choice with ``st.cache_resource`` and shared by all
+sessions (the engine is thread-safe); per-user choices stay in ``st.session_state``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import streamlit as st
+from PIL import Image
+
+from cnnvis_core import CnnvisError, Engine, load_image_with_notes
+from cnnvis_core.demo import HELD_OUT_SEED_START, CLASSES, sample
+
+#: first seed of the dashboard's sample images (held out from training)
+SAMPLE_SEED_START = HELD_OUT_SEED_START + 20_000_000
+SAMPLE_COUNT = 16
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A hashable description of the model a user picked (the engine cache's key)."""
+
+    source: str  # "demo" | "torchvision" | "file"
+    arch: str = ""
+    weights: str | None = "DEFAULT"  # torchvision: "DEFAULT" or None (random)
+    file_digest: str = ""
+    file_name: str = ""
+
+    @property
+    def title(self) -> str:
+        if self.source == "demo":
+            return "Demo model (DemoNet, shapes)"
+        if self.source == "file":
+            return f"{self.arch} with {self.file_name}"
+        return f"{self.arch} ({'pretrained' if self.weights else 'random weights'})"
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model…")
+def _build_engine(choice: ModelChoice, _file_bytes: bytes | None = None) -> Engine:
+    if choice.source == "demo":
+        return Engine.demo()
+    if choice.source == "file":
+        return Engine.from_torchvision(choice.arch, weights=_file_bytes)
+    return Engine.from_torchvision(choice.arch, weights=choice.weights)
+
+
+def engine_for(choice: ModelChoice, file_bytes: bytes | None = None) -> Engine:
+    """The resident engine of ``choice`` (built on first use, then shared)."""
+    return _build_engine(choice, file_bytes)
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _decode(upload_id: str, _data: bytes) -> tuple[Image.Image, list[str]]:
+    return load_image_with_notes(_data)
+
+
+def decode_upload(upload_id: str, data: bytes) -> tuple[Image.Image, list[str]]:
+    """Decode an uploaded file once per upload (raises :class:`cnnvis_core.InputError`)."""
+    return _decode(upload_id, data)
+
+
+def sample_label(index: int) -> str:
+    _, labels, _ = sample_image(index)
+    return f"Sample {index + 1}: {CLASSES[labels[0]]}"
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def sample_image(index: int) -> tuple[Image.Image, list[int], list]:
+    """The dashboard's ``index``-th sample image (held-out seeds of the demo generator)."""
+    return sample(SAMPLE_SEED_START + index)
+
+
+@dataclass(frozen=True)
+class ChosenImage:
+    """The image a user picked, with a key for caches and the notes of its loading."""
+
+    image: Image.Image
+    key: str
+    name: str
+    notes: tuple[str, ...] = ()
+
+
+def current_engine() -> Engine | None:
+    """The engine of the model chosen in the sidebar, or None if it could not be built."""
+    return st.session_state.get("_engine")
+
+
+def current_image() -> ChosenImage | None:
+    """The image chosen in the sidebar, or None when none is usable."""
+    return st.session_state.get("_image")
+
+
+def model_key() -> str:
+    choice: ModelChoice | None = st.session_state.get("_model_choice")
+    return repr(choice)
+
+
+def show_error(error: CnnvisError) -> None:
+    """A CnnvisError as a readable message in the page."""
+    st.error(str(error), icon="⚠️")
