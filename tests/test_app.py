@@ -49,3 +49,73 @@ def test_garbage_upload_shows_an_error_and_the_app_keeps_working(app, demo_engin
     assert any("shape.png" in c.value for c in app.caption)
     assert demo_engine.predict(image, k=1)[0].label in _top1_text(app)
     assert CLASSES[labels[0]] in _top1_text(app)
+
+
+@pytest.fixture()
+def offline(monkeypatch, tmp_path):
+    """No network and an empty TORCH_HOME: pretrained downloads fail as they do offline."""
+    import urllib.error
+
+    import torchvision.models._api as api
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("offline (test)")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(api, "load_state_dict_from_url", refuse)
+
+
+def test_torchvision_offline_says_how_to_get_weights_and_random_weights_work(app, offline):
+    app.radio(key="model_source").set_value("torchvision architecture")
+    rerun_default_page(app)
+    app.selectbox(key="arch").set_value("mobilenet_v3_small")
+    rerun_default_page(app)
+    assert not app.exception
+    message = " ".join(e.value for e in app.error)
+    assert "mobilenet_v3_small" in message and "weights=None" in message, message
+    assert any("Choose a model" in i.value for i in app.info)  # no prediction without a model
+
+    app.toggle(key="pretrained").set_value(False)
+    rerun_default_page(app)
+    assert not app.exception and not app.error
+    assert app.get("plotly_chart")
+    assert any("random weights" in c.value for c in app.caption)
+
+
+def _weights_upload(app: AppTest, name: str, data: bytes) -> None:
+    app.radio(key="model_source").set_value("Weights file")
+    rerun_default_page(app)
+    app.selectbox(key="arch").set_value("squeezenet1_0")
+    rerun_default_page(app)
+    app.file_uploader(key="weights_file").set_value((name, data, "application/octet-stream"))
+    rerun_default_page(app)
+
+
+def test_uploaded_weights_file_is_used_and_a_malicious_pickle_is_refused(app, tmp_path):
+    import pathlib
+
+    import torch
+    import torchvision
+
+    model = torchvision.models.squeezenet1_0(num_classes=5)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    _weights_upload(app, "five_classes.pth", buffer.getvalue())
+    assert not app.exception and not app.error
+    assert "class " in _top1_text(app)  # a 5-class head: generic class names
+    assert any("five_classes.pth" in c.value for c in app.caption)
+
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (pathlib.Path.touch, (marker,))
+
+    evil = io.BytesIO()
+    torch.save({"fc.weight": Exploit()}, evil)
+    app.file_uploader(key="weights_file").set_value(("evil.pth", evil.getvalue(), "application/octet-stream"))
+    rerun_default_page(app)
+    assert not app.exception
+    assert any("not executed" in e.value.lower() or "refused" in e.value.lower() for e in app.error), \
+        [e.value for e in app.error]
+    assert not marker.exists()

@@ -1,0 +1,71 @@
+"""Pictures from tensors: scaling, colormaps, grids and overlays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnvis_core import InputError
+from cnnvis_core.render import COLORMAPS, colorize, colormap_lut, overlay, tile_grid, to_png_bytes, to_unit
+
+
+@pytest.mark.parametrize("name", COLORMAPS)
+def test_every_colormap_has_256_distinct_ordered_entries(name):
+    lut = colormap_lut(name)
+    assert lut.shape == (256, 3) and lut.dtype == np.uint8
+    assert len({tuple(c) for c in lut}) > 100
+
+
+def test_gray_is_the_identity_and_viridis_ends_match_its_definition():
+    assert np.array_equal(colormap_lut("gray")[:, 0], np.arange(256))
+    assert tuple(colormap_lut("viridis")[0]) == (68, 1, 84)       # #440154
+    assert tuple(colormap_lut("viridis")[-1]) == (253, 231, 37)   # #fde725
+
+
+def test_unknown_colormap_is_our_error():
+    with pytest.raises(InputError, match="Unknown colormap"):
+        colormap_lut("no-such-map")
+
+
+def test_to_unit_min_max_and_symmetric():
+    v = np.array([-2.0, 0.0, 6.0])
+    assert np.allclose(to_unit(v), [0.0, 0.25, 1.0])
+    assert np.allclose(to_unit(v, symmetric=True), [1 / 3, 0.5, 1.0])
+    assert np.allclose(to_unit(torch.tensor([3.0, 3.0])), [0.0, 0.0])
+    assert np.allclose(to_unit(v, vmin=0, vmax=4), [0.0, 0.0, 1.0])
+
+
+def test_colorize_maps_through_the_table():
+    out = colorize(np.array([[0.0, 1.0]]), "gray")
+    assert out.shape == (1, 2, 3) and out[0, 0].tolist() == [0, 0, 0] and out[0, 1].tolist() == [255] * 3
+
+
+def test_tile_grid_places_each_map_in_row_major_order():
+    maps = torch.stack([torch.full((4, 5), i / 10) for i in range(7)])
+    grid = tile_grid(maps, ncols=3, padding=1, pad_value=1.0)
+    assert grid.shape == (3 * 5 + 1, 3 * 6 + 1)
+    for i in range(7):
+        r, c = divmod(i, 3)
+        tile = grid[1 + r * 5: 1 + r * 5 + 4, 1 + c * 6: 1 + c * 6 + 5]
+        assert np.allclose(tile, i / 10)
+    assert np.allclose(grid[0], 1.0)  # padding row
+
+
+def test_overlay_blends_with_the_given_opacity():
+    image = Image.new("RGB", (8, 6), (100, 100, 100))
+    heat = np.ones((3, 4), np.float32)
+    top = colormap_lut("jet")[255].astype(float)
+    for alpha in (0.0, 0.3, 1.0):
+        out = np.asarray(overlay(image, heat, alpha, "jet"), float)
+        assert out.shape == (6, 8, 3)
+        assert np.allclose(out, (1 - alpha) * 100 + alpha * top, atol=1)
+    with pytest.raises(InputError):
+        overlay(image, heat, 1.5)
+
+
+def test_png_bytes_round_trip():
+    array = (np.arange(48).reshape(4, 4, 3) * 5).astype(np.uint8)
+    import io
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(to_png_bytes(array)))), array)
