@@ -1,0 +1,117 @@
+"""Contact sheets: many small pictures laid out as ONE image, each tile optionally titled.
+
+A layer with 512 channels or a conv with 262 144 kernels is shown as one PNG, not as hundreds
+of widgets. Tiles are ``uint8`` RGB arrays of one size; small ones (a 3×3 kernel, a 7×7 map)
+are enlarged by an integer factor with nearest-neighbour sampling so each value stays a crisp
+square. The layout matches torchvision's ``make_grid``: row-major, ``ncols`` tiles per row,
+``padding`` pixels between tiles and around the border.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .errors import InputError
+
+#: colour of the gaps between tiles (light gray, distinct from every colormap's ends)
+BACKGROUND = (236, 236, 236)
+
+
+def grid_shape(n: int, ncols: int | None = None) -> tuple[int, int]:
+    """``(rows, cols)`` of a sheet of ``n`` tiles: ``ncols`` per row (⌈√n⌉ by default)."""
+    if n < 1:
+        raise InputError("A sheet needs at least one tile.")
+    cols = max(1, min(int(ncols or math.ceil(math.sqrt(n))), n))
+    return math.ceil(n / cols), cols
+
+
+def enlarge_factor(size: int, min_size: int) -> int:
+    """The smallest integer factor that makes a side of ``size`` pixels at least ``min_size``."""
+    return max(1, math.ceil(min_size / max(1, size)))
+
+
+def enlarge(tiles: np.ndarray, factor: int) -> np.ndarray:
+    """Repeat every pixel of ``(N, H, W, …)`` tiles ``factor`` times along H and W (nearest)."""
+    if factor == 1:
+        return tiles
+    return tiles.repeat(factor, axis=1).repeat(factor, axis=2)
+
+
+def layout(tiles: np.ndarray, ncols: int | None = None, padding: int = 2,
+           background: tuple[int, int, int] = BACKGROUND) -> np.ndarray:
+    """``(N, h, w, 3)`` uint8 tiles → one ``(rows·(h+p)+p, cols·(w+p)+p, 3)`` uint8 image.
+
+    Tile ``k`` sits at row ``k // cols``, column ``k % cols``, its top-left pixel at
+    ``(p + row·(h+p), p + col·(w+p))``; the rest is ``background``.
+    """
+    if tiles.ndim != 4 or tiles.shape[3] != 3:
+        raise InputError(f"Sheet tiles must be (N, h, w, 3), got {tiles.shape}.")
+    n, h, w, _ = tiles.shape
+    rows, cols = grid_shape(n, ncols)
+    cells = np.empty((rows * cols, h + padding, w + padding, 3), np.uint8)
+    cells[:] = np.asarray(background, np.uint8)
+    cells[:n, :h, :w] = tiles
+    body = cells.reshape(rows, cols, h + padding, w + padding, 3).transpose(0, 2, 1, 3, 4)
+    body = body.reshape(rows * (h + padding), cols * (w + padding), 3)
+    sheet = np.empty((body.shape[0] + padding, body.shape[1] + padding, 3), np.uint8)
+    sheet[:] = np.asarray(background, np.uint8)
+    sheet[padding:, padding:] = body
+    return sheet
+
+
+def tile_origin(k: int, tile_hw: tuple[int, int], ncols: int, padding: int) -> tuple[int, int]:
+    """``(top, left)`` pixel of tile ``k`` in a sheet made by :func:`layout`."""
+    row, col = divmod(k, ncols)
+    return padding + row * (tile_hw[0] + padding), padding + col * (tile_hw[1] + padding)
+
+
+@lru_cache(maxsize=8)
+def font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's bundled font at ``size`` px (its bitmap font where FreeType is missing)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (ImportError, TypeError):  # pragma: no cover - Pillow built without FreeType
+        return ImageFont.load_default()
+
+
+def titled_sheet(tiles: np.ndarray, titles: Sequence[Sequence[str]], ncols: int | None = None,
+                 padding: int = 4, size: int = 11) -> np.ndarray:
+    """Tiles with a caption strip of one or more text lines under each (a page of subplots),
+    on white; the strip is ``lines · (size + 3) + 2`` pixels high.
+
+    ``titles[k]`` holds the lines under tile ``k``; lines too wide for the tile are shortened
+    with an ellipsis in the middle so both ends of a layer name stay readable.
+    """
+    n, h, w, _ = tiles.shape
+    lines = max((len(t) for t in titles), default=0)
+    strip = lines * (size + 3) + 2
+    framed = np.full((n, h + strip, w, 3), 255, np.uint8)
+    framed[:, :h] = tiles
+    rows, cols = grid_shape(n, ncols)
+    sheet = Image.fromarray(layout(framed, cols, padding, (255, 255, 255)))
+    draw = ImageDraw.Draw(sheet)
+    face = font(size)
+    for k, title in enumerate(titles):
+        top, left = tile_origin(k, (h + strip, w), cols, padding)
+        for j, line in enumerate(title):
+            text = _fit(draw, str(line), face, w)
+            draw.text((left, top + h + 1 + j * (size + 3)), text, fill=(30, 30, 30), font=face)
+    return np.asarray(sheet)
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, face: ImageFont.ImageFont, width: int) -> str:
+    if draw.textlength(text, font=face) <= width:
+        return text
+    keep = len(text)
+    while keep > 3:
+        keep -= 1
+        head, tail = text[: (keep + 1) // 2], text[len(text) - keep // 2:]
+        candidate = f"{head}…{tail}"
+        if draw.textlength(candidate, font=face) <= width:
+            return candidate
+    return text[:3]

@@ -1,0 +1,93 @@
+"""Glue of the dead-channel page: image sets as lazy streams, cached peaks and checks.
+
+The expensive pass (each channel's peak ``max |activation|`` over the image set) does not
+depend on epsilon, so it is cached per (model, image set) and any epsilon is applied to it
+without running the model; the pruning check is cached per (model, image set, dead set).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import plotly.graph_objects as go
+import streamlit as st
+from PIL import Image
+
+from cnnvis_core import Engine
+from cnnvis_core.demo import sample
+from cnnvis_core.pruning import ChannelPeaks, DeadChannels, PruningCheck
+
+from .state import SAMPLE_SEED_START, decode_upload, model_key
+
+ImageStream = Callable[[], Iterator[Image.Image]]
+
+
+def demo_stream(count: int) -> tuple[str, ImageStream]:
+    """``(key, stream)`` of the first ``count`` dashboard samples, generated lazily."""
+    def stream() -> Iterator[Image.Image]:
+        return (sample(SAMPLE_SEED_START + i)[0] for i in range(count))
+    return f"demo:{count}", stream
+
+
+def upload_stream(files: list) -> tuple[str, ImageStream]:
+    """``(key, stream)`` of uploaded files, decoded lazily (InputError names a bad one)."""
+    pairs = [(f.file_id, f.getvalue()) for f in files]
+
+    def stream() -> Iterator[Image.Image]:
+        return (decode_upload(file_id, data)[0] for file_id, data in pairs)
+    return "uploads:" + ",".join(file_id for file_id, _ in pairs), stream
+
+
+@st.cache_data(max_entries=16, show_spinner="Running the images through the model…")
+def _peaks(_engine: Engine, engine_key: str, images_key: str, _stream: ImageStream) -> ChannelPeaks:
+    return _engine.channel_peaks(_stream(), batch_size=16)
+
+
+def channel_peaks(engine: Engine, images_key: str, stream: ImageStream) -> ChannelPeaks:
+    """Each examined channel's peak over the image set (conv and ReLU layers)."""
+    return _peaks(engine, model_key(), images_key, stream)
+
+
+@st.cache_data(max_entries=32, show_spinner="Checking: the same images with those channels masked…")
+def _check(_engine: Engine, engine_key: str, images_key: str, dead: tuple[tuple[str, tuple[int, ...]], ...],
+           _stream: ImageStream) -> PruningCheck:
+    return _engine.verify_pruning(_stream(), dict(dead), batch_size=16)
+
+
+def pruning_check(engine: Engine, images_key: str, stream: ImageStream, dead: DeadChannels) -> PruningCheck:
+    """What zeroing the dead channels does to the logits of the image set."""
+    spec = tuple(sorted(dead.as_dict().items()))
+    return _check(engine, model_key(), images_key, spec, stream)
+
+
+def of_kinds(dead: DeadChannels, kinds: list[str]) -> DeadChannels:
+    """The same result restricted to layers of the given types (for display)."""
+    return DeadChannels(tuple(layer for layer in dead.layers if layer.kind in kinds), dead.eps, dead.images)
+
+
+def fraction_figure(dead: DeadChannels) -> go.Figure:
+    """Fraction of dead channels per layer, in execution order, one colour per layer type."""
+    figure = go.Figure()
+    for kind in dict.fromkeys(layer.kind for layer in dead.layers):
+        layers = [layer for layer in dead.layers if layer.kind == kind]
+        figure.add_trace(go.Bar(
+            x=[layer.name for layer in layers], y=[layer.fraction for layer in layers], name=kind,
+            customdata=[[len(layer.dead), layer.channels] for layer in layers],
+            hovertemplate="%{x}<br>%{customdata[0]} of %{customdata[1]} dead (%{y:.1%})<extra></extra>"))
+    figure.update_layout(title=f"Fraction of dead channels per layer ({dead.images} images, ε = {dead.eps:g})",
+                         yaxis=dict(title="dead", tickformat=".0%", range=[0, 1]),
+                         xaxis=dict(categoryorder="array", categoryarray=[layer.name for layer in dead.layers]),
+                         height=380, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.3))
+    return figure
+
+
+def dead_rows(dead: DeadChannels, limit: int = 40) -> list[dict]:
+    """Table rows: one per layer with dead channels (their indices, shortened after ``limit``)."""
+    rows = []
+    for layer in dead.layers:
+        if not layer.dead:
+            continue
+        shown = ", ".join(map(str, layer.dead[:limit])) + (" …" if len(layer.dead) > limit else "")
+        rows.append({"layer": layer.name, "type": layer.kind, "channels": layer.channels,
+                     "dead": len(layer.dead), "fraction": f"{layer.fraction:.1%}", "dead channels": shown})
+    return rows

@@ -1,0 +1,104 @@
+"""Glue of the kernel viewer: cached conv weights, kernel pictures and their charts.
+
+Reading weights runs no forward pass; the weight of a layer is kept per (model, layer) in
+``st.cache_resource`` and every picture in ``st.cache_data`` under string keys.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+
+from cnnvis_core import Engine
+from cnnvis_core import kernels as kx
+from cnnvis_core.render import to_png_bytes
+
+from .state import model_key
+
+
+@st.cache_resource(max_entries=16, ttl=3600, show_spinner=False)
+def _weight(_engine: Engine, engine_key: str, layer: str) -> torch.Tensor:
+    return _engine.kernels(layer)
+
+
+def weight(engine: Engine, layer: str) -> torch.Tensor:
+    """The conv weight ``(out, in, kh, kw)`` of ``layer`` (cached; LayerError if not a conv)."""
+    return _weight(engine, model_key(), layer)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _conv_shapes(_engine: Engine, engine_key: str) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(_engine.kernels(name).shape) for name in _engine.conv_layers()}
+
+
+def conv_shapes(engine: Engine) -> dict[str, tuple[int, ...]]:
+    """``{conv name: weight shape}`` for every 2-D convolution of the model."""
+    return _conv_shapes(engine, model_key())
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _rgb_png(_engine, engine_key: str, layer: str, scaling: str) -> bytes:
+    return to_png_bytes(kx.rgb_kernels(_weight(_engine, engine_key, layer), scaling))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _slices_png(_engine, engine_key: str, layer: str, out_channel: int, scaling: str, cmap: str) -> bytes:
+    return to_png_bytes(kx.filter_slices(_weight(_engine, engine_key, layer), out_channel, scaling, cmap))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _page(_engine, engine_key: str, layer: str, page: int, per_page: int, scaling: str, cmap: str
+          ) -> tuple[bytes, kx.KernelPage]:
+    shown = kx.kernel_page(_weight(_engine, engine_key, layer), page, per_page, scaling, cmap)
+    return to_png_bytes(shown.image), shown
+
+
+def rgb_png(engine: Engine, layer: str, scaling: str) -> bytes:
+    """Every filter of a 3-input-channel conv as an RGB tile, one PNG."""
+    return _rgb_png(engine, model_key(), layer, scaling)
+
+
+def slices_png(engine: Engine, layer: str, out_channel: int, scaling: str, cmap: str) -> bytes:
+    """The per-input-channel slices of one filter, one PNG."""
+    return _slices_png(engine, model_key(), layer, out_channel, scaling, cmap)
+
+
+def kernel_page(engine: Engine, layer: str, page: int, per_page: int, scaling: str, cmap: str
+                ) -> tuple[bytes, kx.KernelPage]:
+    """One page of every (out, in) kernel as a PNG, with where it sits."""
+    return _page(engine, model_key(), layer, page, per_page, scaling, cmap)
+
+
+def histogram_figure(engine: Engine, layer: str) -> go.Figure:
+    """Histogram of all the layer's weights."""
+    counts, edges = kx.weight_histogram(weight(engine, layer))
+    centres = (edges[:-1] + edges[1:]) / 2
+    figure = go.Figure(go.Bar(x=centres, y=counts, width=np.diff(edges), marker_color="#4c78a8",
+                              hovertemplate="%{x:.3g}: %{y} weights<extra></extra>"))
+    figure.update_layout(title=f"Weights of {layer} ({int(counts.sum()):,})", xaxis_title="weight",
+                         yaxis_title="count", height=360, margin=dict(l=10, r=10, t=40, b=10), bargap=0)
+    return figure
+
+
+def norms(engine: Engine, layer: str, flag: int) -> kx.KernelNorms:
+    """Per-filter L1/L2 norms, the ``flag`` smallest flagged."""
+    return kx.kernel_norms(weight(engine, layer), flag)
+
+
+def norms_figure(result: kx.KernelNorms, layer: str) -> go.Figure:
+    """Per-filter L1 (bars, flagged in red) and L2 (line) norms."""
+    index = np.arange(result.l1.size)
+    flagged = set(result.flagged)
+    colours = ["#e45756" if o in flagged else "#4c78a8" for o in index]
+    figure = go.Figure()
+    figure.add_trace(go.Bar(x=index, y=result.l1, marker_color=colours, name="L1 ‖W[o]‖₁",
+                            hovertemplate="filter %{x}: L1 %{y:.4g}<extra></extra>"))
+    figure.add_trace(go.Scatter(x=index, y=result.l2, mode="lines", name="L2 ‖W[o]‖₂", yaxis="y2",
+                                line=dict(color="#f58518"), hovertemplate="filter %{x}: L2 %{y:.4g}<extra></extra>"))
+    figure.update_layout(title=f"Per-filter norms of {layer} (red: smallest L1)", xaxis_title="output channel",
+                         yaxis=dict(title="L1", rangemode="tozero"),
+                         yaxis2=dict(title="L2", overlaying="y", side="right", rangemode="tozero"),
+                         height=360, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
+    return figure

@@ -1,0 +1,79 @@
+"""Dead feature maps: channels that never fire on a set of images, and whether removing them
+changes anything."""
+
+import streamlit as st
+
+from cnnvis_core import CnnvisError, images
+from dashboard import dead as glue
+from dashboard.state import current_engine, show_error
+
+SOURCES = {"demo": "Samples from the demo generator", "uploads": "My uploads"}
+
+st.header("Dead channels")
+st.caption("A channel is dead on a set of images when its largest |activation| over every image and "
+           "position is at most ε. Examined: every conv and ReLU layer with feature maps.")
+engine = current_engine()
+if engine is None:
+    st.info("Choose a model in the sidebar.")
+    st.stop()
+
+source_col, count_col, eps_col = st.columns([2, 2, 1])
+source = source_col.radio("Images", list(SOURCES), format_func=SOURCES.get, key="dead_source", horizontal=True)
+if source == "demo":
+    count = count_col.slider("Number of samples", 4, 128, 16, step=4, key="dead_count",
+                             help="Held-out shapes from the demo generator (the sidebar's samples first).")
+    images_key, stream = glue.demo_stream(count)
+else:
+    files = count_col.file_uploader("Images", type=images.UPLOAD_EXTENSIONS, accept_multiple_files=True,
+                                    key="dead_uploads")
+    if not files:
+        st.info("Upload one or more images.")
+        st.stop()
+    images_key, stream = glue.upload_stream(files)
+eps = eps_col.number_input("ε (epsilon)", min_value=0.0, value=0.0, step=0.01, format="%.4f", key="dead_eps",
+                           help="0: exactly zero everywhere. Larger: also channels that stay this close to zero.")
+
+try:
+    peaks = glue.channel_peaks(engine, images_key, stream)
+    dead = peaks.dead(eps)
+except CnnvisError as error:
+    show_error(error)
+    st.stop()
+
+kinds = sorted(set(peaks.kinds))
+chart_col, check_col = st.columns([3, 2])
+with chart_col:
+    shown_kinds = st.multiselect("Layer types", kinds, default=kinds, key="dead_kinds")
+    view = glue.of_kinds(dead, shown_kinds)
+    if view.layers:
+        st.plotly_chart(glue.fraction_figure(view), width="stretch")
+    rows = glue.dead_rows(view)
+    if rows:
+        st.dataframe(rows, hide_index=True, width="stretch")
+    else:
+        st.success(f"No dead channel in the {len(view.layers)} shown layers over {dead.images} images "
+                   f"at ε = {eps:g}.")
+    csv_col, json_col = st.columns(2)
+    csv_col.download_button("Dead channels (CSV)", dead.to_csv(), "dead_channels.csv", "text/csv", key="dl_dead_csv")
+    json_col.download_button("Dead channels (JSON)", dead.to_json(), "dead_channels.json", "application/json",
+                             key="dl_dead_json")
+
+with check_col:
+    st.subheader("Are they removable?")
+    st.metric("Dead channels", f"{dead.total}", help=f"over {len(dead.layers)} examined layers")
+    if dead.total == 0:
+        st.info("Nothing to mask: no channel is dead at this ε.")
+    else:
+        try:
+            check = glue.pruning_check(engine, images_key, stream, dead)
+        except CnnvisError as error:
+            show_error(error)
+        else:
+            st.metric("Largest logit change", f"{check.max_logit_change:.3g}",
+                      help=f"max over {check.images} images and all classes of |z − z′|; largest |z| is "
+                           f"{check.max_abs_logit:.3g}")
+            st.metric("Top-1 class changed", f"{check.changed_images} of {check.images} images",
+                      help="Images whose most probable class differs once the channels are masked.")
+            st.caption(f"The same {check.images} images were run again with {check.masked_channels} channels in "
+                       f"{check.masked_layers} layers set to zero by a forward hook. A change near 0 means "
+                       "those filters can be removed without changing the outputs.")

@@ -1,0 +1,97 @@
+"""Kernel viewer: the weights of any convolution as pictures, a histogram and per-filter norms."""
+
+import streamlit as st
+
+from cnnvis_core import CnnvisError
+from cnnvis_core.render import COLORMAPS, DIVERGING
+from dashboard import kernels as glue
+from dashboard.state import current_engine, show_error
+from dashboard.widgets import clamp, default, persist
+
+SCALING_LABELS = {"each": "each kernel on its own (shape)",
+                  "shared": "one symmetric scale for the layer (sign and strength)"}
+PER_PAGE = (64, 256, 1024)
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return f"{shape[0]} filters × {shape[1]} inputs × {shape[2]}×{shape[3]}"
+
+
+st.header("Kernels")
+engine = current_engine()
+if engine is None:
+    st.info("Choose a model in the sidebar.")
+    st.stop()
+
+try:
+    shapes = glue.conv_shapes(engine)
+except CnnvisError as error:
+    show_error(error)
+    st.stop()
+if not shapes:
+    st.info("This model has no 2-D convolution.")
+    st.stop()
+
+persist("kernel_per_page", "kernel_page", "kernel_out", "kernel_cmap_each", "kernel_cmap_shared")
+default("kernel_per_page", 256)
+default("kernel_cmap_each", "gray")
+if st.session_state.get("kernel_layer") not in shapes:
+    st.session_state["kernel_layer"] = next(iter(shapes))
+layer = st.selectbox("Convolution", list(shapes), format_func=lambda n: f"{n} · {_shape(shapes[n])}",
+                     key="kernel_layer")
+shape = shapes[layer]
+rgb = shape[1] == 3
+views = (["RGB filters"] if rgb else []) + ["One filter, per input channel", "All kernels"]
+view_col, scale_col, cmap_col = st.columns([2, 2, 1])
+view = view_col.radio("View", views, key="kernel_view_rgb" if rgb else "kernel_view")
+scaling = scale_col.radio("Scaling", list(SCALING_LABELS), format_func=SCALING_LABELS.get, key="kernel_scaling")
+if scaling == "each":
+    cmap = cmap_col.selectbox("Colormap", COLORMAPS, key="kernel_cmap_each",
+                              disabled=view == "RGB filters")
+else:
+    cmap = cmap_col.selectbox("Colormap (diverging)", DIVERGING, key="kernel_cmap_shared",
+                              disabled=view == "RGB filters")
+
+stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{engine.name}_{layer}")
+try:
+    if view == "RGB filters":
+        png = glue.rgb_png(engine, layer, scaling)
+        caption = (f"{layer} · all {shape[0]} filters as RGB tiles (inputs 0, 1, 2 = red, green, blue), "
+                   f"{SCALING_LABELS[scaling]}; number = output channel")
+        name = f"{stem}_rgb.png"
+    elif view == "All kernels":
+        size_col, page_col = st.columns(2)
+        per_page = size_col.selectbox("Kernels per page", PER_PAGE, key="kernel_per_page")
+        pages = -(-shape[0] * shape[1] // per_page)
+        clamp("kernel_page", 1, pages)
+        page = int(page_col.number_input("Page", 1, pages, key="kernel_page", help=f"{pages} page(s)"))
+        png, shown = glue.kernel_page(engine, layer, page - 1, per_page, scaling, cmap)
+        caption = (f"{layer} · kernels (filter, input) {shown.first} to {shown.last}, page {page}/{pages}; "
+                   f"{shown.ncols} per row, in order filter by filter · {SCALING_LABELS[scaling]}, {cmap}")
+        name = f"{stem}_kernels_p{page}.png"
+    else:
+        clamp("kernel_out", 0, shape[0] - 1)
+        out = int(st.number_input("Filter (output channel)", 0, shape[0] - 1, key="kernel_out"))
+        png = glue.slices_png(engine, layer, out, scaling, cmap)
+        caption = (f"{layer} · filter {out}: its {shape[1]} slices, one per input channel (number = input "
+                   f"channel) · {SCALING_LABELS[scaling]}, {cmap}")
+        name = f"{stem}_filter{out}.png"
+    st.image(png, width="content", caption=caption)
+    st.download_button("Kernels (PNG)", png, name, "image/png", key="dl_kernels")
+
+    st.subheader("Weights and norms")
+    hist_col, norm_col = st.columns(2)
+    hist_col.plotly_chart(glue.histogram_figure(engine, layer), width="stretch")
+    most = min(shape[0], 64)
+    default("kernel_flag", min(most, max(1, shape[0] // 10)))
+    clamp("kernel_flag", 0, most)
+    flag = norm_col.slider("Flag the smallest filters", 0, most, key="kernel_flag",
+                           help="By L1 norm, the pruning criterion of Li et al. (2017).")
+    result = glue.norms(engine, layer, flag)
+    norm_col.plotly_chart(glue.norms_figure(result, layer), width="stretch")
+    if result.flagged:
+        norm_col.caption("Smallest L1 norms: " + ", ".join(
+            f"filter {o} ({result.l1[o]:.3g})" for o in result.flagged[:16])
+            + (" …" if len(result.flagged) > 16 else ""))
+except CnnvisError as error:
+    show_error(error)

@@ -1,0 +1,153 @@
+"""The layer browser, kernel viewer and dead-channel pages, driven with Streamlit's AppTest."""
+
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.apptest_helpers import open_app
+
+
+def _open(page: str) -> AppTest:
+    at = open_app()
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _forwards(at: AppTest) -> int:
+    return at.session_state["_engine"].counters.snapshot()[0]
+
+
+def _captions(at: AppTest) -> list[str]:
+    return [c for image in at.get("image") for c in image.captions]
+
+
+def _ok(at: AppTest) -> AppTest:
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def test_layer_browser_runs_the_model_once_for_every_view():
+    at = _open("pages/layers.py")
+    forwards = _forwards(at)
+    assert at.get("image") and "features.conv1" in _captions(at)[0]
+
+    at.selectbox(key="layer_name").set_value("features.relu7")
+    _ok(at)
+    assert any("features.relu7" in c and "of 128" in c and "page 1/2" in c for c in _captions(at))
+
+    at.radio(key="layer_order").set_value("mean")
+    at.selectbox(key="layer_per_page").set_value(32)
+    _ok(at)
+    at.number_input(key="layer_page").set_value(4)
+    at.selectbox(key="layer_cmap").set_value("magma")
+    at.radio(key="layer_scaling").set_value("layer")
+    _ok(at)
+    assert any("channels 97–128 of 128" in c and "page 4/4" in c and "strongest first" in c for c in _captions(at))
+    assert [b.label for b in at.get("download_button")] == ["Grid (PNG)", "Activations (.npy)", "Activations (.npz)"]
+
+    at.radio(key="layer_view_maps").set_value("One channel")
+    _ok(at)
+    assert at.selectbox(key="layer_cmap").value == "magma"     # kept across views
+    at.number_input(key="layer_channel").set_value(5)
+    _ok(at)
+    assert at.get("plotly_chart") and [m.label for m in at.metric] == ["Mean", "Max", "Zeros"]
+
+    at.radio(key="layer_view_maps").set_value("Mean & sum")
+    _ok(at)
+    assert len(_captions(at)) == 2 and all("features.relu7" in c for c in _captions(at))
+
+    at.radio(key="layer_view_maps").set_value("Channels")
+    _ok(at)
+    assert any("page 4/4" in c for c in _captions(at)), "the page of channels was not kept"
+
+    at.radio(key="layer_view_maps").set_value("All layers")
+    _ok(at)
+    assert at.get("image") and at.multiselect(key="overview_kinds").value
+
+    at.radio(key="layer_view_maps").set_value("Statistics")
+    _ok(at)
+    assert at.get("plotly_chart")
+
+    at.selectbox(key="layer_name").set_value("fc")        # a vector: values, not an error
+    _ok(at)
+    assert at.get("plotly_chart") and any("fc" in c.value for c in at.caption)
+
+    assert _forwards(at) == forwards, "changing the view must not run the model again"
+
+
+@pytest.mark.parametrize("layer", ["features.conv1", "features.conv5"])
+def test_kernel_viewer_pictures_scalings_and_charts(layer):
+    at = _open("pages/kernels.py")
+    forwards = _forwards(at)
+    at.selectbox(key="kernel_layer").set_value(layer)
+    _ok(at)
+    rgb = layer == "features.conv1"
+    view_key = "kernel_view_rgb" if rgb else "kernel_view"
+    first_view = at.radio(key=view_key).value
+    assert first_view == ("RGB filters" if rgb else "One filter, per input channel")
+    assert layer in _captions(at)[0]
+    assert len(at.get("plotly_chart")) == 2                 # histogram and norms
+
+    at.radio(key="kernel_scaling").set_value("shared")
+    _ok(at)
+    assert "symmetric" in _captions(at)[0]
+
+    at.radio(key=view_key).set_value("All kernels")
+    _ok(at)
+    at.selectbox(key="kernel_per_page").set_value(64)
+    _ok(at)
+    n_kernels = {"features.conv1": 16 * 3, "features.conv5": 128 * 64}[layer]
+    pages = -(-n_kernels // 64)
+    assert f"page 1/{pages}" in _captions(at)[0]
+    at.number_input(key="kernel_page").set_value(pages)
+    _ok(at)
+    assert f"page {pages}/{pages}" in _captions(at)[0] and layer in _captions(at)[0]
+    assert at.get("download_button")
+    assert _forwards(at) == forwards, "kernels are weights: no forward pass"
+
+
+def test_dead_channel_page_lists_charts_and_verifies():
+    at = open_app()
+    at.switch_page("pages/dead.py")
+    at.session_state["dead_count"] = 4
+    at.run()
+    assert not at.exception, at.exception
+    assert at.get("plotly_chart")
+    at.number_input(key="dead_eps").set_value(1e6)          # every channel is below this
+    _ok(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert int(metrics["Dead channels"]) > 0
+    assert "Largest logit change" in metrics and "Top-1 class changed" in metrics
+    assert at.dataframe and [b.label for b in at.get("download_button")] == ["Dead channels (CSV)",
+                                                                             "Dead channels (JSON)"]
+    forwards = _forwards(at)
+    at.multiselect(key="dead_kinds").set_value(["ReLU"])
+    _ok(at)
+    at.number_input(key="dead_eps").set_value(1e6)
+    _ok(at)
+    assert _forwards(at) == forwards, "the same images and ε must come from the cache"
+
+
+def test_dead_channel_page_with_uploads_reports_a_bad_file_and_keeps_working():
+    import io
+
+    from cnnvis_core.demo import sample
+    at = open_app()
+    at.switch_page("pages/dead.py").run()
+    at.radio(key="dead_source").set_value("uploads")
+    _ok(at)
+    assert any("Upload one or more" in i.value for i in at.info)
+    good = io.BytesIO()
+    sample(7)[0].save(good, "PNG")
+    at.file_uploader(key="dead_uploads").set_value([("a.png", good.getvalue(), "image/png"),
+                                                    ("b.jpg", b"not an image at all", "image/jpeg")])
+    at.run()
+    assert not at.exception, at.exception
+    assert any("not an image" in e.value for e in at.error), [e.value for e in at.error]
+    at.file_uploader(key="dead_uploads").set_value([("a.png", good.getvalue(), "image/png")])
+    _ok(at)
+    assert {m.label for m in at.metric} >= {"Dead channels"}
