@@ -1,0 +1,188 @@
+"""Speed and pointing game of the class activation maps.
+
+Speed: for the demo model and torchvision's resnet50 (random weights), batch 1 on the CPU,
+each method's median time as a ratio to one plain inference forward pass, measured side by
+side in one run (interleaved rounds), with pytorch-grad-cam (``grad-cam`` on PyPI) and
+torchcam where they are installed. Pointing game: on fresh demo samples with ground-truth
+masks, how often each method's maximum falls on the object of the class asked for (single
+objects, and each class of two-object images)::
+
+    python bench/cam.py                 # both parts
+    python bench/cam.py --speed         # only the timings (--no-scorecam: skip the long Score-CAM runs)
+    python bench/cam.py --pointing      # only the pointing game (--images N)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from copy import deepcopy
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cnnvis_core import Engine  # noqa: E402
+from cnnvis_core.cam import METHODS, SHARED, pointing_game  # noqa: E402
+from cnnvis_core.demo import HELD_OUT_SEED_START, sample  # noqa: E402
+
+#: seeds of the pointing game: held out from training, tests and the dashboard's samples
+POINTING_SEED_START = HELD_OUT_SEED_START + 30_000_000
+GRADIENT_METHODS = ("cam", "gradcam", "gradcam++", "xgradcam", "layercam", "smoothgradcam++")
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def median_times(cases: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Every case once per round (after one warm-up round), interleaved; medians."""
+    for fn in cases.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, fn in cases.items():
+            times[name].append(timed(fn))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+# ---------------------------------------------------------------------------- other libraries
+def grad_cam_cases(model: torch.nn.Module, layer: str, x: torch.Tensor, target: int) -> dict[str, Callable]:
+    """pytorch-grad-cam's versions (their default settings), if installed."""
+    try:
+        from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, XGradCAM
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    except ImportError:
+        return {}
+    module = dict(model.named_modules())[layer]
+    targets = [ClassifierOutputTarget(target)]
+    out = {}
+    for name, cls in (("gradcam", GradCAM), ("gradcam++", GradCAMPlusPlus), ("xgradcam", XGradCAM),
+                      ("layercam", LayerCAM), ("scorecam", ScoreCAM)):
+        def run(cls=cls) -> None:
+            with cls(model=model, target_layers=[module]) as extractor:
+                extractor(input_tensor=x, targets=targets)
+        out[f"pytorch-grad-cam {name}"] = run
+    return out
+
+
+def torchcam_cases(model: torch.nn.Module, layer: str, x: torch.Tensor, target: int) -> dict[str, Callable]:
+    """torchcam's versions (their default settings), if installed."""
+    try:
+        from torchcam import methods
+    except ImportError:
+        return {}
+    shape = tuple(x.shape[1:])
+    out = {}
+    for name, cls in (("cam", methods.CAM), ("gradcam", methods.GradCAM), ("gradcam++", methods.GradCAMpp),
+                      ("xgradcam", methods.XGradCAM), ("layercam", methods.LayerCAM),
+                      ("smoothgradcam++", methods.SmoothGradCAMpp), ("scorecam", methods.ScoreCAM)):
+        def run(cls=cls, name=name) -> None:
+            with cls(model, layer, input_shape=shape) as extractor:
+                if name in ("cam", "scorecam"):
+                    with torch.no_grad():
+                        scores = model(x)
+                else:
+                    scores = model(x)
+                extractor(target, scores)
+        out[f"torchcam {name}"] = run
+    return out
+
+
+# ---------------------------------------------------------------------------- speed
+def trainable_copy(model: torch.nn.Module) -> torch.nn.Module:
+    copy = deepcopy(model).eval()
+    for param in copy.parameters():
+        param.requires_grad_(True)
+    return copy
+
+
+def speed(engine: Engine, title: str, x: torch.Tensor, rounds: int, scorecam: bool) -> None:
+    model, layer = engine.model, engine.default_cam_layer()
+    target = int(engine.logits(x).argmax())
+
+    def forward() -> None:
+        with torch.inference_mode():
+            model(x)
+
+    cases: dict[str, Callable[[], object]] = {"forward (reference)": forward}
+    for method in GRADIENT_METHODS:
+        cases[f"cnnvis {method}"] = lambda m=method: engine.cam(x, m)
+    cases["cnnvis cams (5 shared methods)"] = lambda: engine.cams(x, list(SHARED))
+    cases["cnnvis top-5 gradcam"] = lambda: engine.cam_targets(x, "gradcam", 5)
+    usual = trainable_copy(model)  # how the other libraries are used: weights that require grad
+    others = {**grad_cam_cases(usual, layer, x, target), **torchcam_cases(usual, layer, x, target)}
+    slow = {name: fn for name, fn in others.items() if name.endswith("scorecam")}
+    cases.update({name: fn for name, fn in others.items() if name not in slow})
+    if "torchcam gradcam" in others:
+        cases["torchcam top-5 gradcam (5 calls)"] = lambda: [others["torchcam gradcam"]() for _ in range(5)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        times = median_times(cases, rounds)
+        if scorecam:
+            slow = {"cnnvis scorecam": lambda: engine.cam(x, "scorecam"), **slow}
+            times.update(median_times_once(slow))
+    base = times["forward (reference)"]
+    print(f"\n## {title}: layer {layer}, input {tuple(x.shape)}, one forward = {base * 1000:.1f} ms\n")
+    print("| method | time | × forward |\n| --- | ---: | ---: |")
+    for name, seconds in times.items():
+        print(f"| {name} | {seconds * 1000:.1f} ms | {seconds / base:.2f} |")
+    if scorecam and "torchcam scorecam" in times:
+        print(f"\nScore-CAM: cnnvis takes {times['cnnvis scorecam'] / times['torchcam scorecam']:.2f}× torchcam's time.")
+
+
+def median_times_once(cases: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """Long cases: a short warm-up by the first of them, then each once."""
+    return {name: timed(fn) for name, fn in cases.items()}
+
+
+# ---------------------------------------------------------------------------- pointing game
+def pointing(engine: Engine, images: int) -> None:
+    singles = [sample(POINTING_SEED_START + i) for i in range(images)]
+    pairs = [sample(POINTING_SEED_START + 100_000 + i, n_objects=2) for i in range(images)]
+    pairs = [p for p in pairs if p[1][0] != p[1][1]]
+    print(f"\n## Pointing game: demo model, {len(singles)} single-object images, {len(pairs)} two-object images "
+          f"(two classes each), seeds from {POINTING_SEED_START}\n")
+    print("| method | single object | each of two objects | time per image |\n| --- | ---: | ---: | ---: |")
+    for method in METHODS:
+        started = time.perf_counter()
+        single = [pointing_game(engine.cam(img, method, target=labels[0]).map, masks[0])
+                  for img, labels, masks in singles]
+        double = []
+        for img, labels, masks in pairs:
+            maps = engine.cam_targets(img, method, list(labels))
+            double += [pointing_game(m.map, mask) for m, mask in zip(maps, masks)]
+        per_image = (time.perf_counter() - started) / (len(singles) + len(pairs))
+        print(f"| {method} | {sum(single) / len(single):.1%} | {sum(double) / len(double):.1%} | "
+              f"{per_image * 1000:.0f} ms |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--speed", action="store_true", help="only the timings")
+    parser.add_argument("--pointing", action="store_true", help="only the pointing game")
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--no-scorecam", action="store_true", help="skip the long Score-CAM timings")
+    args = parser.parse_args()
+    both = not (args.speed or args.pointing)
+    demo = Engine.demo(device="cpu")
+    if args.speed or both:
+        x = demo.preprocess(sample(POINTING_SEED_START - 1)[0])
+        speed(demo, "Demo model (DemoNet, 128×128)", x, args.rounds, not args.no_scorecam)
+        resnet = Engine.from_torchvision("resnet50", weights=None, device="cpu")
+        speed(resnet, "resnet50 (random weights, 224×224)", resnet.preprocess(sample(POINTING_SEED_START - 1)[0]),
+              max(3, args.rounds // 3), not args.no_scorecam)
+    if args.pointing or both:
+        pointing(demo, args.images)
+
+
+if __name__ == "__main__":
+    main()

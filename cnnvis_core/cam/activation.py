@@ -1,0 +1,189 @@
+"""Activation-weighted class activation maps: CAM, and Score-CAM with its kin SS-CAM and IS-CAM.
+
+Notation as in :mod:`cnnvis_core.cam.gradient`: ``A_k`` channel ``k`` of the target layer's
+activation, ``y^c`` the pre-softmax score of class ``c``.
+
+CAM reads the weights of the model's final linear layer, so it needs the model to end in
+global average pooling of the target layer followed by that layer (checked numerically on
+the pass itself). The Score-CAM family weights each channel by the score the model gives to
+the input masked by that channel's map; the masked inputs run in batches whose size comes
+from the free memory (:mod:`cnnvis_core.cam.batching`), each batch in its own session so
+other callers can interleave. Two exact savings: channels whose normalised maps are equal
+(in particular all-zero channels, frequent after a ReLU) give the same masked input and are
+scored once, and the baseline ``f(X_b)`` of the papers is not run, because the softmax over
+channels does not change when the same number is subtracted from every channel's score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..errors import InputError, LayerError, ModelError
+from .base import CamResult, LayerPass, Target, layer_pass, results, unit_scale, upsample, weighted_sum
+from .batching import memory_cap, run_batched
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+
+
+# ---------------------------------------------------------------------------- CAM
+def cam(A: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """CAM (Zhou et al., CVPR 2016, arXiv:1512.04150).
+
+    ``M_c(i, j) = Σ_k w_k^c A_k(i, j)`` with ``w^c`` the final linear layer's row for class
+    ``c`` (the paper's map has no ReLU and no bias; ``raw`` keeps its negative values).
+    ``weights``: ``(T, C)``, one row per target.
+    """
+    return weighted_sum(weights, A)
+
+
+def cam_weights(run: LayerPass, layer: str, automatic: bool = False) -> torch.Tensor:
+    """The final linear layer's rows for the pass's targets, ``(T, C)``, after checking on the
+    pass that the model is ``logits = W · GAP(A) + b`` for this layer's activation ``A``.
+
+    Refusals: :class:`ModelError` when the model does not end that way for its automatic
+    layer (no linear layer, an MLP head, a pooled tensor no module outputs), else
+    :class:`LayerError` for a layer that is not the pooled one.
+    """
+    advice = "Use 'gradcam' instead: where CAM applies it gives the same map up to a factor, and it works on any model."
+    if run.linear is None:
+        raise ModelError(f"CAM needs a model that ends in global average pooling and one linear layer; this model "
+                         f"has no linear layer. {advice}")
+    linear, features, output = run.linear
+    pooled = run.activation.mean((-2, -1))
+    scale = float(pooled.abs().max()) + 1e-6
+    fits = (output.shape == run.logits.shape and torch.allclose(output, run.logits, rtol=1e-4, atol=1e-5)
+            and features.shape == pooled.shape and torch.allclose(features, pooled, rtol=1e-4, atol=1e-5 * scale))
+    if fits:
+        return linear.weight.detach()[run.targets].to(run.activation.dtype)
+    if automatic:
+        raise ModelError("CAM needs a model whose output is one linear layer applied to the global average of its "
+                         f"last feature maps ({layer!r}); this model's head is different (more layers, or it pools "
+                         f"something no module outputs). {advice}")
+    raise LayerError(f"CAM needs the layer whose global average feeds the final linear layer, and {layer!r} is not "
+                     f"it. Leave the layer on automatic, or {advice[0].lower()}{advice[1:]}")
+
+
+# ---------------------------------------------------------------------------- the Score-CAM family
+def scorecam_variants(masks: torch.Tensor, variant: torch.Tensor, n: int, sigma: float, seed: int,
+                      items: torch.Tensor) -> torch.Tensor:
+    """Score-CAM's mask itself (one variant)."""
+    return masks
+
+
+def iscam_variants(masks: torch.Tensor, variant: torch.Tensor, n: int, sigma: float, seed: int,
+                   items: torch.Tensor) -> torch.Tensor:
+    """IS-CAM's path from the black image to the mask: variant ``v`` is ``((v + 1) / n) · M``."""
+    return masks * ((variant + 1).to(masks.dtype) / n).view(-1, 1, 1)
+
+
+def sscam_variants(masks: torch.Tensor, variant: torch.Tensor, n: int, sigma: float, seed: int,
+                   items: torch.Tensor) -> torch.Tensor:
+    """SS-CAM's noisy masks ``M + δ``, ``δ ~ N(0, σ²)`` per pixel, drawn from ``seed`` and the item."""
+    noise = torch.empty_like(masks, device="cpu")
+    generator = torch.Generator()
+    for row, item in enumerate(items.tolist()):
+        generator.manual_seed(int(seed) * 1_000_003 + item)
+        noise[row].normal_(0.0, sigma, generator=generator)
+    return masks + noise.to(masks.device)
+
+
+PRECISIONS = ("float32", "bfloat16")
+Variants = Callable[[torch.Tensor, torch.Tensor, int, float, int, torch.Tensor], torch.Tensor]
+
+#: method → (variants, default samples, default σ)
+FAMILY: dict[str, tuple[Variants, int, float]] = {
+    "scorecam": (scorecam_variants, 1, 0.0),
+    "sscam": (sscam_variants, 35, 2.0),
+    "iscam": (iscam_variants, 10, 0.0),
+}
+
+
+def score_cam(engine: Engine, x: torch.Tensor, layer: str, targets: Sequence[Target] | None, top: int,
+              method: str = "scorecam", n_samples: int | None = None, sigma: float | None = None,
+              seed: int = 0, precision: str = "float32") -> list[CamResult]:
+    """Score-CAM (Wang et al., CVPR-W 2020, arXiv:1910.01279), SS-CAM (Naidu & Michael 2020,
+    arXiv:2006.14255) and IS-CAM (Naidu et al. 2020, arXiv:2010.03023).
+
+    ``M_k = s(Up(A_k))``: channel ``k`` upsampled to the input's size and min–max normalised
+    to [0, 1] (0 for a constant channel); ``y^c(X ∘ M)`` the class logit of the masked input::
+
+        Score-CAM  S_k = y^c(X ∘ M_k)
+        SS-CAM     S_k = (1/N) Σ_i y^c(X ∘ (M_k + δ_i)),   δ_i ~ N(0, σ²)   (N = 35, σ = 2)
+        IS-CAM     S_k = (1/N) Σ_i y^c(X ∘ (i/N) M_k),     i = 1 … N          (N = 10)
+        α_k = softmax_k(S_k),   L = ReLU(Σ_k α_k A_k)
+
+    (the papers subtract the baseline score ``y^c(X_b)`` first, which the softmax ignores). All
+    targets share the masked passes: one pass scores every class. SS-CAM's noise comes from
+    ``seed`` and the mask's index, so a call is reproducible; channels with equal normalised
+    maps share their masked inputs (and, for SS-CAM, their noise draws).
+
+    ``precision="bfloat16"`` runs the masked passes under bfloat16 autocast (fast on CPUs
+    with AMX and on GPUs; logits then carry about 3 significant digits, so the map is close
+    to, not equal to, the float32 one). The default is float32.
+    """
+    variants, default_n, default_sigma = FAMILY[method]
+    n = default_n if method == "scorecam" or n_samples is None else int(n_samples)
+    sigma = default_sigma if sigma is None else float(sigma)
+    if n < 1:
+        raise InputError(f"{method} needs at least one sample per channel, got n_samples={n}.")
+    run = layer_pass(engine, x, layer, targets, top, gradients=False)
+    A = run.activation[0]
+    groups, inverse = _distinct_maps(A)
+    size = tuple(x.shape[-2:])
+
+    def masks_of(items: torch.Tensor) -> torch.Tensor:
+        reps = groups[torch.div(items, n, rounding_mode="floor")]
+        base = unit_scale(upsample(reps, size))
+        return variants(base, items % n, n, sigma, seed, items)
+
+    def inputs_of(items: torch.Tensor) -> torch.Tensor:
+        return x * masks_of(items).unsqueeze(1)
+
+    scores = batched_logits(engine, inputs_of, groups.shape[0] * n, run.targets, tuple(x.shape[1:]), ("masked",),
+                            precision)
+    per_channel = scores.view(groups.shape[0], n, -1).mean(1)[inverse.to(scores.device)]
+    weights = torch.softmax(per_channel.to(A.device, A.dtype), dim=0).T
+    raw = torch.relu(weighted_sum(weights, A))
+    return results(raw, size, run.targets, layer, method, run.logits)
+
+
+def _distinct_maps(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Channels grouped by their min–max normalised map: ``(one map per group, group of each channel)``."""
+    normalised = unit_scale(A)
+    flat = normalised.flatten(1)
+    _unique, inverse = torch.unique(flat, dim=0, return_inverse=True)
+    first = torch.full((int(inverse.max()) + 1,), A.shape[0], dtype=torch.long, device=A.device)
+    first.scatter_reduce_(0, inverse, torch.arange(A.shape[0], device=A.device), reduce="amin")
+    return A[first], inverse
+
+
+def batched_logits(engine: Engine, inputs_of: Callable[[torch.Tensor], torch.Tensor], count: int,
+                   classes: Sequence[int], input_shape: tuple[int, ...], tag: tuple,
+                   precision: str = "float32") -> torch.Tensor:
+    """The logits of ``classes`` for the ``count`` inputs ``inputs_of(items)``: ``(count, T)``.
+
+    Batched (size from memory, tuned by timing); every batch runs in its own session, its
+    input in channels-last memory order (faster convolutions on CPUs, same numbers), under
+    bfloat16 autocast when ``precision="bfloat16"``.
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"Unknown precision {precision!r}; use {' or '.join(PRECISIONS)}.")
+    low = precision == "bfloat16"
+    out = torch.empty((count, len(classes)), dtype=torch.float32)
+    cap = memory_cap(engine.device, engine.layers(), input_shape)
+    index = torch.tensor(list(classes), device=engine.device)
+
+    def work(start: int, stop: int) -> None:
+        batch = inputs_of(torch.arange(start, stop, device=engine.device))
+        batch = batch.contiguous(memory_format=torch.channels_last)
+        with engine.session(), torch.inference_mode(), \
+                torch.autocast(engine.device.type, dtype=torch.bfloat16, enabled=low):
+            logits = engine.forward(batch)
+        out[start:stop] = logits.index_select(1, index).float().cpu()
+
+    run_batched(count, work, cap, (*tag, precision, id(engine.model), input_shape, str(engine.device)))
+    return out

@@ -1,0 +1,270 @@
+"""What every class activation map shares: the result, the target layer, the classes, the passes.
+
+A CAM is computed on the target layer's activation ``A`` (``C×h×w`` for one image) and, for
+the gradient family, its gradient ``G = ∂y_c/∂A`` where ``y_c`` is the class's pre-softmax
+logit. :func:`layer_pass` gets both from ONE forward pass and ONE call of
+``torch.autograd.grad(y, A)``: a forward hook on the target layer swaps its output for a
+copy that is a fresh autograd leaf, so the graph starts at that layer (nothing before it is
+recorded, no parameter and no input receive a gradient) and the backward stops there. The
+leaf is handed on as a clone, so an in-place ReLU after the layer edits the clone and never
+the activation we keep. Several classes share the pass: their gradients come from one
+batched backward (``is_grads_batched=True``).
+
+Maps: ``raw`` is the method's low-resolution map, after its ReLU where it has one, before any
+normalisation; ``map`` is ``raw`` bilinearly upsampled (``align_corners=False``) to the
+resolution of the tensor the model sees (``engine.preprocess(image)``, e.g. 224×224 after a
+torchvision model's resize and centre crop) and min–max scaled to [0, 1] (all zeros when
+``raw`` is constant). Overlay it on ``engine.model_view(image)``, the picture of that tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InputError, LayerError
+from ..hooks import registered
+from ..layers import LayerInfo
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+
+Target = int | str
+
+
+@dataclass(frozen=True, eq=False)
+class CamResult:
+    """One class activation map.
+
+    ``map``: float32 ``H×W`` in [0, 1] at the resolution of the tensor the model sees;
+    ``raw``: float32 ``h×w`` at the layer's resolution, as the method defines it (after its
+    ReLU, before normalisation); ``target``: the class index; ``layer``: the layer's name;
+    ``method``: the method's name; ``score``: the class's logit on the image.
+    """
+
+    map: np.ndarray
+    raw: np.ndarray
+    target: int
+    layer: str
+    method: str
+    score: float = float("nan")
+
+
+# ---------------------------------------------------------------------------- layers
+def cam_layers(layers: Sequence[LayerInfo]) -> list[LayerInfo]:
+    """Layers a CAM can use: a ``(C, H, W)`` output with more than one position."""
+    return [info for info in layers if info.is_spatial and info.output_shape[1] * info.output_shape[2] > 1]
+
+
+def default_layer(layers: Sequence[LayerInfo], model: nn.Module | None = None) -> LayerInfo:
+    """The last layer with a spatial output before global pooling.
+
+    That is the last layer, in execution order, with a ``(C, H, W)`` output and ``H·W > 1``.
+    When it is an ``nn.Sequential`` (``features``, ``layer4``), whose output is by definition
+    that of its last child, the child is named instead while it runs once per pass
+    (``features.relu7``, ``layer4.2``); other containers (a residual block) are kept as they
+    are, since their output is not any child's.
+    """
+    spatial = cam_layers(layers)
+    if not spatial:
+        raise LayerError("This model has no layer with a spatial (C×H×W) output, so no class activation "
+                         "map applies; use a saliency method (engine.saliency) instead.")
+    chosen = spatial[-1]
+    modules = dict(model.named_modules()) if model is not None else {}
+    by_name = {info.name: info for info in layers}
+    while isinstance(modules.get(chosen.name), nn.Sequential) and len(modules[chosen.name]) > 0:
+        last = list(modules[chosen.name]._modules)[-1]
+        child = by_name.get(f"{chosen.name}.{last}")
+        if child is None or child.output_shape != chosen.output_shape or child.calls != 1:
+            break
+        chosen = child
+    return chosen
+
+
+def resolve_layer(layers: Sequence[LayerInfo], name: str | None, model: nn.Module | None = None) -> LayerInfo:
+    """The layer called ``name`` (or the default one); :class:`LayerError` if unfit for a CAM."""
+    if name is None:
+        return default_layer(layers, model)
+    found = [info for info in layers if info.name == name]
+    if not found:
+        from ..layers import find_layer
+        find_layer(list(layers), name)  # raises with close names
+    info = found[0]
+    if info not in cam_layers(layers):
+        suitable = [i.name for i in cam_layers(layers)][-4:]
+        shape = "×".join(map(str, info.output_shape))
+        raise LayerError(f"Layer {name!r} outputs {shape}, not a spatial map (C×H×W with H·W > 1), so it has no "
+                         f"class activation map. Pick a layer with feature maps, e.g. "
+                         f"{', '.join(repr(s) for s in suitable)} (the default is the last of them).")
+    return info
+
+
+def module_named(model: nn.Module, name: str) -> nn.Module:
+    return dict(model.named_modules())[name]
+
+
+# ---------------------------------------------------------------------------- classes
+def class_index(target: Target, categories: Sequence[str], n_classes: int) -> int:
+    """A class index from an index or a class name; :class:`InputError` if there is none."""
+    if isinstance(target, str):
+        names = [c.lower() for c in categories]
+        if target.lower() not in names:
+            raise InputError(f"No class named {target!r}; give a class index (0–{n_classes - 1}) or one of the "
+                             "names in engine.categories.")
+        return names.index(target.lower())
+    if isinstance(target, bool) or not isinstance(target, (int, np.integer)):
+        raise InputError(f"A target class must be an index or a class name, got {type(target).__name__}.")
+    if not 0 <= int(target) < n_classes:
+        raise InputError(f"Target class {int(target)} is out of range: the model has {n_classes} classes "
+                         f"(0–{n_classes - 1}).")
+    return int(target)
+
+
+def resolve_targets(logits: torch.Tensor, targets: Sequence[Target] | None, top: int,
+                    categories: Sequence[str]) -> list[int]:
+    """``targets`` as indices, or the ``top`` classes by logit (most likely first)."""
+    n = int(logits.shape[-1])
+    if targets is not None:
+        return [class_index(t, categories, n) for t in targets]
+    return logits.detach().float().topk(max(1, min(int(top), n))).indices.tolist()
+
+
+# ---------------------------------------------------------------------------- the pass
+@dataclass
+class LayerPass:
+    """What one pass recorded. ``activation``: ``(B, C, h, w)``; ``grads``: ``(T, B, C, h, w)``
+    (one slice per target) or None; ``logits``: ``(B, K)``; ``linear``: the input and output of
+    the model's last ``nn.Linear`` when asked for (CAM needs them)."""
+
+    activation: torch.Tensor
+    grads: torch.Tensor | None
+    logits: torch.Tensor
+    targets: list[int]
+    linear: tuple[nn.Linear, torch.Tensor, torch.Tensor] | None = None
+
+
+@contextmanager
+def watch_layer(model: nn.Module, name: str, differentiable: bool) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the output of layer ``name`` during the block (its last call wins).
+
+    ``differentiable=True``: the output is replaced by a clone of a new autograd leaf, the
+    recorded tensor, so that ``torch.autograd.grad(score, record["a"])`` reaches exactly that
+    layer. Otherwise a detached copy is kept. The hook is removed when the block ends.
+    """
+    record: dict[str, torch.Tensor] = {}
+
+    def hook(_module: nn.Module, _inputs: object, output: object) -> torch.Tensor | None:
+        if not isinstance(output, torch.Tensor):
+            return None
+        if not differentiable:
+            record["a"] = output.detach().clone()
+            return None
+        leaf = output.detach().clone().requires_grad_(True)
+        record["a"] = leaf
+        return leaf.clone()
+
+    with registered([module_named(model, name).register_forward_hook(hook)]):
+        yield record
+
+
+@contextmanager
+def watch_linear(model: nn.Module, wanted: bool) -> Iterator[dict[str, object]]:
+    """Record the input and output of the model's last ``nn.Linear`` (when ``wanted``)."""
+    record: dict[str, object] = {}
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)] if wanted else []
+    handles = []
+
+    def hook(module: nn.Module, inputs: tuple, output: object) -> None:
+        if inputs and isinstance(inputs[0], torch.Tensor) and isinstance(output, torch.Tensor):
+            record["last"] = (module, inputs[0].detach(), output.detach())
+
+    with registered(handles):
+        for module in linears:
+            handles.append(module.register_forward_hook(hook))
+        yield record
+
+
+def layer_pass(engine: Engine, x: torch.Tensor, layer: str, targets: Sequence[Target] | None = None,
+               top: int = 1, *, gradients: bool = True, linear: bool = False) -> LayerPass:
+    """ONE forward pass of ``x`` (``(B, 3, H, W)``) recording ``layer``; with ``gradients``, ONE
+    backward to that layer for every target class (batched when there are several).
+
+    Targets are resolved on the first image of the batch. Runs inside the engine's session
+    and counts its passes; every hook is gone when it returns or raises.
+    """
+    with engine.session() as model:
+        with watch_layer(model, layer, gradients) as seen, watch_linear(model, linear) as last, \
+                torch.set_grad_enabled(gradients):
+            logits = engine.forward(x)
+        if "a" not in seen:
+            raise LayerError(f"Layer {layer!r} did not run in the forward pass; pick another layer.")
+        classes = resolve_targets(logits[0], targets, top, engine.categories)
+        grads = _gradients(engine, logits, seen["a"], classes) if gradients else None
+    return LayerPass(seen["a"].detach(), grads, logits.detach(), classes, last.get("last"))
+
+
+def _gradients(engine: Engine, logits: torch.Tensor, activation: torch.Tensor, classes: list[int]) -> torch.Tensor:
+    """``∂ logits[b, c] / ∂ activation[b]`` for every class ``c``: ``(T, B, C, h, w)``, one backward."""
+    count = len(classes)
+    seeds = torch.zeros((count, *logits.shape), dtype=logits.dtype, device=logits.device)
+    seeds[torch.arange(count), :, torch.tensor(classes)] = 1.0
+    try:
+        if count == 1:
+            (grad,) = torch.autograd.grad(logits, activation, seeds[0])
+            grad = grad.unsqueeze(0)
+        else:
+            (grad,) = torch.autograd.grad(logits, activation, seeds, is_grads_batched=True)
+    except RuntimeError as error:
+        if "does not require grad" in str(error) or "not have been used" in str(error):
+            raise LayerError("The class scores do not depend on this layer's output (the model does not use "
+                             "it, or detaches it); pick another layer.") from error
+        raise
+    engine.counters.add(backward=1)
+    return grad.detach()
+
+
+# ---------------------------------------------------------------------------- maps
+def weighted_sum(weights: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
+    """``Σ_k w_k A_k`` for each row of ``weights`` (``(T, C)``) and ``activation`` (``(C, h, w)``)."""
+    return torch.einsum("tc,chw->thw", weights, activation)
+
+
+def upsample(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Maps ``(T, h, w)`` → ``(T, H, W)``, bilinear with ``align_corners=False``."""
+    return F.interpolate(raw.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
+
+
+def unit_scale(maps: torch.Tensor) -> torch.Tensor:
+    """Each map ``(T, H, W)`` min–max scaled to [0, 1]; a constant map becomes all zeros."""
+    flat = maps.flatten(1)
+    low, high = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
+    span = high - low
+    scaled = torch.where(span > 0, (flat - low) / torch.where(span > 0, span, 1.0), 0.0)
+    return scaled.view_as(maps)
+
+
+def results(raw: torch.Tensor, size: tuple[int, int], classes: Sequence[int], layer: str, method: str,
+            scores: torch.Tensor) -> list[CamResult]:
+    """One :class:`CamResult` per row of ``raw`` (``(T, h, w)``), maps at ``size``."""
+    raw = raw.detach().float()
+    maps = unit_scale(upsample(raw, size)).cpu().numpy()
+    raw_np = raw.cpu().numpy()
+    out = []
+    for i, cls in enumerate(classes):
+        out.append(CamResult(_own(maps[i]), _own(raw_np[i]), int(cls), layer, method,
+                             float(scores[0, cls])))
+    return out
+
+
+def _own(array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(array, dtype=np.float32).copy()
+
+
+MapFunction = Callable[..., torch.Tensor]

@@ -1,0 +1,141 @@
+"""Glue of the class-activation-map page: cached model calls, pictures and the curves' chart.
+
+Every model call is cached with ``st.cache_data`` under plain keys (model choice, image key,
+method, layer, target, options), so moving the opacity slider or changing the colormap only
+recomposes pictures from cached maps (:func:`overlay_png`), never runs the model. The five
+methods that share one forward and one backward pass (CAM, Grad-CAM, Grad-CAM++, XGrad-CAM,
+Layer-CAM) are computed together the first time any of them is asked for.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+from PIL import Image
+
+from cnnvis_core import CnnvisError, Engine
+from cnnvis_core.cam import SHARED, CamResult, Faithfulness
+from cnnvis_core.render import overlay, to_png_bytes
+
+from .state import ChosenImage, model_key
+
+#: samples per channel (SS-CAM, IS-CAM) or noisy copies (Smooth Grad-CAM++) the papers use
+PAPER_SAMPLES = {"sscam": 35, "iscam": 10, "smoothgradcam++": 8}
+#: the methods that run one forward pass per channel (and sample)
+MASKED = ("scorecam", "sscam", "iscam")
+#: above this many masked forward passes the page asks before computing
+CONFIRM_PASSES = 4096
+
+
+def _layer_key(layer: str | None) -> str:
+    return layer or ""
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _top(_engine: Engine, engine_key: str, _image, image_key: str, k: int) -> list[tuple[int, str, float]]:
+    return [tuple(p) for p in _engine.predict(_image, k=k)]
+
+
+def top_classes(engine: Engine, chosen: ChosenImage, k: int = 5) -> list[tuple[int, str, float]]:
+    """The top-``k`` ``(index, label, probability)`` of the chosen image (cached)."""
+    return _top(engine, model_key(), chosen.image, chosen.key, k)
+
+
+@st.cache_data(max_entries=64, show_spinner="Computing CAM, Grad-CAM, Grad-CAM++, XGrad-CAM and Layer-CAM…")
+def _shared(_engine: Engine, engine_key: str, _image, image_key: str, layer: str, target: int | None
+            ) -> dict[str, CamResult]:
+    return _engine.cams(_image, None, layer or None, target)
+
+
+@st.cache_data(max_entries=64, show_spinner="Computing the class activation map…")
+def _single(_engine: Engine, engine_key: str, _image, image_key: str, method: str, layer: str,
+            target: int | None, options: tuple) -> CamResult | CnnvisError:
+    # A refusal is cached too, so redrawing a page that shows it never runs the model again.
+    try:
+        return _engine.cam(_image, method, layer or None, target, **dict(options))
+    except CnnvisError as error:
+        return error
+
+
+def cam_result(engine: Engine, chosen: ChosenImage, method: str, layer: str | None, target: int | None,
+               options: tuple = ()) -> CamResult:
+    """The map of ``method`` (cached; the shared-pass methods come as one bundle)."""
+    return _cam(engine, model_key(), chosen.image, chosen.key, method, _layer_key(layer), target, options)
+
+
+def _cam(engine: Engine, engine_key: str, image, image_key: str, method: str, layer: str, target: int | None,
+         options: tuple) -> CamResult:
+    if method in SHARED:
+        bundle = _shared(engine, engine_key, image, image_key, layer, target)
+        if method in bundle:
+            return bundle[method]
+    found = _single(engine, engine_key, image, image_key, method, layer, target, options)
+    if isinstance(found, CnnvisError):
+        raise found
+    return found
+
+
+@st.cache_data(max_entries=64, show_spinner="Deleting and inserting pixels…")
+def _faithfulness(_engine: Engine, engine_key: str, _image, image_key: str, method: str, layer: str,
+                  target: int | None, options: tuple, steps: int) -> Faithfulness:
+    result = _cam(_engine, engine_key, _image, image_key, method, layer, target, options)
+    return _engine.faithfulness(_image, result.map, result.target, steps)
+
+
+def faithfulness(engine: Engine, chosen: ChosenImage, method: str, layer: str | None, target: int | None,
+                 options: tuple = (), steps: int = 32) -> Faithfulness:
+    """Deletion and insertion curves of the current map (cached)."""
+    return _faithfulness(engine, model_key(), chosen.image, chosen.key, method, _layer_key(layer), target,
+                         options, steps)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _view(_engine: Engine, engine_key: str, _image, image_key: str) -> Image.Image:
+    return _engine.model_view(_image)
+
+
+def model_view(engine: Engine, chosen: ChosenImage) -> Image.Image:
+    """The picture of the tensor the model sees (maps are aligned with it)."""
+    return _view(engine, model_key(), chosen.image, chosen.key)
+
+
+def overlay_png(view: Image.Image, result: CamResult, alpha: float, cmap: str) -> bytes:
+    """The map over the model's view, ``alpha`` opaque, as PNG bytes (no model call)."""
+    return to_png_bytes(overlay(view, result.map, alpha, cmap))
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array))
+    return buffer.getvalue()
+
+
+def masked_passes(engine: Engine, method: str, layer: str | None, n_samples: int | None) -> int:
+    """About how many masked forward passes a Score-CAM-family map costs (channels × samples)."""
+    if method not in MASKED:
+        return 0
+    info = engine.layer(layer or engine.default_cam_layer())
+    return info.channels * (1 if method == "scorecam" else int(n_samples or PAPER_SAMPLES[method]))
+
+
+def cheap_model(engine: Engine) -> bool:
+    """True when a few dozen extra forward passes are quick (a GPU, or under 5 M parameters)."""
+    return engine.device.type == "cuda" or sum(p.numel() for p in engine.model.parameters()) < 5_000_000
+
+
+def curves_figure(result: Faithfulness, title: str) -> go.Figure:
+    """Deletion and insertion curves with their AUCs in the legend."""
+    x = result.fractions * 100
+    figure = go.Figure([
+        go.Scatter(x=x, y=result.deletion, mode="lines", name=f"deletion · AUC {result.deletion_auc:.3f} (lower is better)",
+                   line=dict(color="#e45756")),
+        go.Scatter(x=x, y=result.insertion, mode="lines", name=f"insertion · AUC {result.insertion_auc:.3f} "
+                   "(higher is better)", line=dict(color="#4c78a8")),
+    ])
+    figure.update_layout(title=title, xaxis_title="pixels deleted / inserted, most salient first (%)",
+                         yaxis_title="class probability", yaxis=dict(range=[0, 1.02]), height=360,
+                         margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
+    return figure

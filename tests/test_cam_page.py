@@ -1,0 +1,79 @@
+"""The class-activation-map page, driven with Streamlit's AppTest."""
+
+from __future__ import annotations
+
+from streamlit.testing.v1 import AppTest
+
+from tests.apptest_helpers import open_app
+
+
+def _open() -> AppTest:
+    at = open_app()
+    at.switch_page("pages/cam.py").run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def _ok(at: AppTest) -> AppTest:
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _passes(at: AppTest) -> tuple[int, int]:
+    return at.session_state["_engine"].counters.snapshot()
+
+
+def _overlay(at: AppTest) -> tuple[str, str]:
+    """(caption, media url) of the main overlay; the url changes with the picture's content."""
+    for image in at.get("image"):
+        for img in image.proto.imgs:
+            if "· layer " in img.caption:
+                return img.caption, img.url
+    raise AssertionError("the overlay image is missing")
+
+
+def test_method_and_layer_then_opacity_and_colormap_never_run_the_model():
+    at = _open()
+    assert "features.relu7" in _overlay(at)[0]  # the automatic layer
+
+    at.selectbox(key="cam_method").set_value("layercam")
+    at.selectbox(key="cam_layer").set_value("features.relu6")
+    _ok(at)
+    caption, url = _overlay(at)
+    assert "Layer-CAM" in caption and "features.relu6" in caption and "16×16" in caption
+    assert [b.label for b in at.get("download_button")][:2] == ["Overlay (PNG)", "Raw map (.npy)"]
+    assert at.get("plotly_chart"), "the deletion/insertion curves are missing"
+    before = _passes(at)
+
+    seen = {url}
+    for alpha in (0.0, 0.35, 1.0):
+        at.slider(key="cam_alpha").set_value(alpha)
+        _ok(at)
+        caption_now, url = _overlay(at)
+        assert caption_now == caption
+        seen.add(url)
+        assert _passes(at) == before, "moving the opacity slider ran the model"
+    assert len(seen) == 4, "the picture did not follow the slider"
+    at.selectbox(key="cam_cmap").set_value("viridis")
+    _ok(at)
+    assert _overlay(at)[1] not in seen
+    assert _passes(at) == before, "changing the colormap ran the model"
+
+
+def test_target_by_name_and_an_unfit_method_show_messages_not_tracebacks():
+    at = _open()
+    at.radio(key="cam_target").set_value(-1)
+    _ok(at)
+    at.selectbox(key="cam_class").set_value(3)
+    _ok(at)
+    assert "class star (3," in _overlay(at)[0]
+
+    at.selectbox(key="cam_method").set_value("cam")
+    at.selectbox(key="cam_layer").set_value("features.relu5")
+    _ok(at)
+    assert any("gradcam" in e.value for e in at.error), [e.value for e in at.error]
+    before = _passes(at)
+    _ok(at)
+    assert _passes(at) == before, "a refusal, once made, must not run the model again"
