@@ -1,0 +1,211 @@
+"""The optimisation loop: render, transform, forward to the target, ascend, report.
+
+Each step, with the engine's session held for that step only (so other users interleave):
+
+1. ``image = image_fn()``: the ``(B, 3, H, W)`` images from the parameters;
+2. ``x = normalise(T_b(image_b))`` with a random transform ``T_b`` drawn for each item from
+   its own generator;
+3. a forward that stops at the target layer(s) (:func:`~.capture.forward_until`; the full
+   network only for class logits);
+4. ``loss = -Σ_b (score_b - tv·TV_b - l2·L2_b)`` and its gradient with respect to the
+   parameters only (``torch.autograd.grad``: the model's frozen parameters never get a
+   ``.grad``);
+5. an Adam step, or ``p += lr · g_b / ‖g_b‖`` (L2-normalised ascent, per item).
+
+Nothing couples the items of the batch, so unit ``u`` gets the same picture optimised alone
+or with 63 others (same seed). ``on_step(step, total, preview)`` is called after each step
+with a uint8 preview grid; returning ``False`` stops the run early.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.utils import make_grid
+
+from .capture import forward_until
+from .normalization import Stats, normalize
+from .objectives import OUTPUT, Objective, per_item
+from .params import ImageFn, fft_image, pixel_image, pixel_params_from_image, resize_images
+from .settings import Settings
+from .transforms import box_blur, l2_penalty, total_variation
+
+OnStep = Callable[[int, int, np.ndarray], "bool | None"]
+
+#: at most this many items are tiled into the preview handed to ``on_step``
+PREVIEW_ITEMS = 16
+
+
+class Runner(Protocol):
+    """What the loop needs from the engine."""
+
+    device: torch.device
+    input_size: tuple[int, ...]
+    counters: object
+
+    def session(self) -> AbstractContextManager[nn.Module]: ...
+    def forward(self, x: torch.Tensor) -> torch.Tensor: ...
+    def layer(self, name: str) -> object: ...
+
+
+@dataclass(frozen=True)
+class LoopOutput:
+    """Final images ``(B, H, W, 3)`` uint8, the objective of each (on those exact pixels), how far it got."""
+
+    images: np.ndarray
+    scores: np.ndarray
+    steps_done: int
+    steps_total: int
+    cancelled: bool
+
+
+def item_generator(seed: int, key: int) -> torch.Generator:
+    """A CPU generator for one batch item, seeded from ``(seed, key)`` alone (not its place in the batch)."""
+    digest = hashlib.blake2b(f"cnnvis-optimize:{int(seed)}:{int(key)}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
+
+
+def start_size(settings: Settings, input_size: Sequence[int]) -> tuple[int, int]:
+    if settings.size is not None:
+        return int(settings.size), int(settings.size)
+    return int(input_size[0]), int(input_size[-1])
+
+
+def run(runner: Runner, objectives: Sequence[Objective], keys: Sequence[int], settings: Settings, seed: int,
+        stats: Stats, on_step: OnStep | None = None) -> LoopOutput:
+    """Optimise one image per objective (item ``b`` seeded by ``(seed, keys[b])``)."""
+    objective = per_item(objectives)
+    plan = _Plan(runner, objective, settings, stats)
+    gens = [item_generator(seed, k) for k in keys]
+    size = start_size(settings, runner.input_size)
+    params, image_fn = _start(settings, gens, size, stats, runner.device)
+    total, done, cancelled = settings.total_steps, 0, False
+    for round_index in range(settings.upscale_steps):
+        if round_index > 0:
+            size = (int(size[0] * settings.upscale_factor), int(size[1] * settings.upscale_factor))
+            image = box_blur(resize_images(image_fn().detach(), size), settings.blur)
+            params, image_fn = pixel_params_from_image(image, *stats)
+        step = _stepper(params, settings)
+        for i in range(settings.steps):
+            image = image_fn()
+            grads = plan.gradients(image, params, gens)
+            with torch.no_grad():
+                step(grads)
+                if settings.blur_every and (i + 1) % settings.blur_every == 0:
+                    _blur_pixels(params, image_fn, settings.blur, stats)
+            done += 1
+            if on_step is not None:
+                with torch.no_grad():
+                    shown = preview(image_fn())
+                if on_step(done, total, shown) is False:
+                    cancelled = True
+                    break
+        if cancelled:
+            break
+    images, scores = plan.finish(image_fn)
+    return LoopOutput(images, scores, done, total, cancelled)
+
+
+def _start(settings: Settings, gens: Sequence[torch.Generator], size: tuple[int, int], stats: Stats,
+           device: torch.device) -> tuple[list[torch.Tensor], ImageFn]:
+    if settings.param == "fft":
+        return fft_image(gens, size, sd=settings.sd, decorrelate=settings.decorrelate, device=device)
+    return pixel_image(gens, size, *stats, low=settings.init_low, high=settings.init_high, device=device)
+
+
+def _stepper(params: list[torch.Tensor], settings: Settings) -> Callable[[Sequence[torch.Tensor]], None]:
+    """A function applying one update from the gradients of the loss (to be minimised)."""
+    if settings.optimizer == "adam":
+        optimizer = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+
+        def adam(grads: Sequence[torch.Tensor]) -> None:
+            for p, g in zip(params, grads):
+                p.grad = g  # our own image tensors, never the model's parameters
+            optimizer.step()
+            for p in params:
+                p.grad = None
+        return adam
+
+    def ascent(grads: Sequence[torch.Tensor]) -> None:
+        for p, g in zip(params, grads):
+            norm = g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (g.dim() - 1)))
+            p.sub_(settings.lr * g / norm)
+    return ascent
+
+
+def _blur_pixels(params: list[torch.Tensor], image_fn: ImageFn, kernel: int, stats: Stats) -> None:
+    blurred = box_blur(image_fn(), kernel)
+    params[0].copy_(normalize(blurred, stats))
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, H, W)`` on [0, 1] → ``(B, H, W, 3)`` uint8 (clipped, rounded)."""
+    return (images.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
+
+
+def preview(images: torch.Tensor) -> np.ndarray:
+    """The first :data:`PREVIEW_ITEMS` images tiled into one uint8 ``H×W×3`` array."""
+    batch = images[:PREVIEW_ITEMS].detach().float().clamp(0, 1).cpu()
+    grid = make_grid(batch, nrow=math.ceil(math.sqrt(batch.shape[0])), padding=2, pad_value=1.0)
+    return to_uint8(grid.unsqueeze(0))[0].numpy()
+
+
+def standardize(images: torch.Tensor, std: float = 0.15) -> torch.Tensor:
+    """The keras deprocessing: per image ``(I - mean) / std(I) · 0.15 + 0.5``, clipped to [0, 1]."""
+    mean = images.mean(dim=(1, 2, 3), keepdim=True)
+    spread = images.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-5)
+    return ((images - mean) / spread * std + 0.5).clamp(0, 1)
+
+
+class _Plan:
+    """Where to stop the forward and how to score, for one run."""
+
+    def __init__(self, runner: Runner, objective: Objective, settings: Settings, stats: Stats) -> None:
+        self.runner, self.objective, self.settings, self.stats = runner, objective, settings, stats
+        layers = sorted(objective.layers - {OUTPUT})
+        self.calls = {name: int(getattr(runner.layer(name), "calls", 1)) for name in layers}
+        self.wants_output = OUTPUT in objective.layers
+        self.stop = settings.stop_early and not self.wants_output
+
+    def scores(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The objective of normalised inputs ``x`` (call inside the session that yielded ``model``)."""
+        with forward_until(model, self.calls, self.stop) as acts:
+            out = self.runner.forward(x)
+            if self.wants_output:
+                acts[OUTPUT] = out
+        return self.objective(acts)
+
+    def gradients(self, image: torch.Tensor, params: list[torch.Tensor],
+                  gens: Sequence[torch.Generator]) -> tuple[torch.Tensor, ...]:
+        s = self.settings
+        x = normalize(s.robustness(image, gens), self.stats)
+        with self.runner.session() as model:
+            score = self.scores(model, x)
+            if s.tv:
+                score = score - s.tv * total_variation(image)
+            if s.l2:
+                score = score - s.l2 * l2_penalty(image)
+            grads = torch.autograd.grad(-score.sum(), params)
+            self.runner.counters.add(backward=1)
+        return grads
+
+    @torch.no_grad()
+    def finish(self, image_fn: ImageFn) -> tuple[np.ndarray, np.ndarray]:
+        image = image_fn().detach()
+        image = standardize(image) if self.settings.finish == "standardize" else image.clamp(0, 1)
+        c = self.settings.crop
+        if c and image.shape[-1] > 2 * c + 8 and image.shape[-2] > 2 * c + 8:
+            image = image[..., c:-c, c:-c]
+        pixels = to_uint8(image)
+        shown = pixels.permute(0, 3, 1, 2).to(self.runner.device, torch.float32) / 255.0
+        with self.runner.session() as model:
+            scores = self.scores(model, normalize(shown, self.stats))
+        return pixels.numpy(), scores.float().cpu().numpy()

@@ -1,0 +1,142 @@
+"""What the engine calls: optimise units of a layer (or classes), with a per-unit cache."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError, LayerError
+from . import loop
+from .cache import cache_for
+from .normalization import normalization_of
+from .objectives import Objective, channel, class_logit, deepdream, neuron
+from .presets import preset as preset_settings
+from .settings import Settings
+
+#: objective kinds of :func:`optimize_units`
+KINDS = ("channel", "neuron", "class", "deepdream")
+
+Units = int | str | Iterable[int] | None
+
+
+@dataclass(frozen=True)
+class OptimizationResult:
+    """Optimised images, one per unit.
+
+    ``images[i]`` is an ``H×W×3`` uint8 array for ``units[i]``; ``activations[i]`` is the
+    objective's value on exactly those pixels (no random transform). ``cancelled`` is True
+    when ``on_step`` stopped the run: the images are then those reached after ``steps_done``
+    of ``steps_total`` steps. ``cached`` counts units taken from the engine's cache.
+    """
+
+    units: tuple[int, ...]
+    images: tuple[np.ndarray, ...]
+    activations: np.ndarray
+    objective: str
+    layer: str | None
+    settings: Settings
+    seed: int
+    cancelled: bool = False
+    steps_done: int = 0
+    steps_total: int = 0
+    cached: int = 0
+
+
+def resolve_settings(preset: str | Settings, overrides: dict) -> Settings:
+    base = preset if isinstance(preset, Settings) else preset_settings(preset)
+    return base.updated(**overrides)
+
+
+def _unit_list(units: Units, count: int | None, what: str) -> list[int]:
+    if units is None:
+        return [0]
+    if isinstance(units, str):
+        if units != "all" or count is None:
+            raise InputError(f"units must be an index, a list of indices or 'all', got {units!r}.")
+        return list(range(count))
+    values = [units] if isinstance(units, (int, np.integer)) else list(units)
+    try:
+        values = [int(u) for u in values]
+    except (TypeError, ValueError):
+        raise InputError(f"units must be integers, got {units!r}.") from None
+    if not values:
+        raise InputError(f"Choose at least one {what}.")
+    bad = [u for u in values if u < 0 or (count is not None and u >= count)]
+    if bad:
+        limit = f"0…{count - 1}" if count is not None else "0 or more"
+        raise InputError(f"No {what} {', '.join(map(str, bad[:5]))}: this one has {what}s {limit}.")
+    return values
+
+
+def _objectives(engine, kind: str, layer: str | None, units: Units, settings: Settings,
+                position: tuple[int, int] | None) -> tuple[str | None, list[int], list[Objective]]:
+    if kind not in KINDS:
+        raise InputError(f"Unknown objective {kind!r}; choose one of {', '.join(KINDS)}.")
+    if kind == "class":
+        ids = _unit_list(units, len(engine.categories), "class")
+        return None, ids, [class_logit(u) for u in ids]
+    if layer is None:
+        raise LayerError(f"The {kind!r} objective needs a layer; engine.layers() lists them.")
+    info = engine.layer(layer)
+    if kind == "deepdream":
+        ids = _unit_list(units, None, "variant")
+        return layer, ids, [deepdream(layer) for _ in ids]
+    if kind == "neuron" and not info.is_spatial:
+        raise LayerError(f"{layer!r} has no spatial map ({info.output_shape}); "
+                         "use objective='channel' or a conv layer for a neuron.")
+    ids = _unit_list(units, info.channels, "channel")
+    if kind == "neuron":
+        y, x = position if position is not None else (None, None)
+        return layer, ids, [neuron(layer, u, y, x) for u in ids]
+    return layer, ids, [channel(layer, u, border=settings.border) for u in ids]
+
+
+def optimize_units(engine, layer: str | None, units: Units, objective: str = "channel", *, seed: int = 0,
+                   on_step: loop.OnStep | None = None, preset: str | Settings = "lucid",
+                   position: tuple[int, int] | None = None, **overrides) -> OptimizationResult:
+    """One optimised image per unit of ``layer`` (per class for ``objective="class"``).
+
+    Units already in the engine's cache are not recomputed; the others run as one batch.
+    """
+    settings = resolve_settings(preset, overrides)
+    layer, ids, objectives = _objectives(engine, objective, layer, units, settings, position)
+    cache = cache_for(engine)
+    keys = {u: (objective, layer, u, position, settings, int(seed)) for u in ids}
+    found = {u: cache.get(keys[u]) for u in dict.fromkeys(ids)}
+    todo = [u for u, hit in found.items() if hit is None]
+    out = None
+    if todo:
+        by_unit = dict(zip(ids, objectives))
+        out = loop.run(engine, [by_unit[u] for u in todo], todo, settings, seed,
+                       normalization_of(engine.transform), on_step)
+        for i, u in enumerate(todo):
+            found[u] = (out.images[i], float(out.scores[i]))
+            if not out.cancelled:
+                cache.put(keys[u], out.images[i], float(out.scores[i]))
+    images = tuple(found[u][0] for u in ids)
+    activations = np.array([found[u][1] for u in ids], dtype=np.float32)
+    return OptimizationResult(
+        units=tuple(ids), images=images, activations=activations, objective=objective, layer=layer,
+        settings=settings, seed=int(seed), cancelled=bool(out and out.cancelled),
+        steps_done=out.steps_done if out else settings.total_steps, steps_total=settings.total_steps,
+        cached=len(ids) - len(todo))
+
+
+def optimize_objectives(engine, objectives: Sequence[Objective], keys: Sequence[int] | None = None, *,
+                        seed: int = 0, on_step: loop.OnStep | None = None, preset: str | Settings = "lucid",
+                        **overrides) -> OptimizationResult:
+    """One image per (composed) objective; item ``b`` seeded by ``(seed, keys[b])`` (default ``b``). Not cached."""
+    objectives = list(objectives)
+    if not objectives or not all(isinstance(o, Objective) for o in objectives):
+        raise InputError("Pass a list of objectives built with cnnvis_core.optimize (channel, neuron, …).")
+    keys = list(range(len(objectives))) if keys is None else [int(k) for k in keys]
+    if len(keys) != len(objectives):
+        raise InputError(f"Got {len(keys)} keys for {len(objectives)} objectives; give one key per objective.")
+    settings = resolve_settings(preset, overrides)
+    out = loop.run(engine, objectives, keys, settings, seed, normalization_of(engine.transform), on_step)
+    return OptimizationResult(
+        units=tuple(keys), images=tuple(out.images), activations=out.scores.astype(np.float32),
+        objective=" | ".join(o.name for o in objectives), layer=None, settings=settings, seed=int(seed),
+        cancelled=out.cancelled, steps_done=out.steps_done, steps_total=out.steps_total)
