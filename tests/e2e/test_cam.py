@@ -1,0 +1,46 @@
+"""Class activation maps in a real browser: the opacity slider redraws the overlay without a model pass."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from cnnvis_core.cam import TITLES
+from tests.e2e.browser import AppPage, import_expect
+
+pytestmark = pytest.mark.e2e
+expect = import_expect()
+
+OPACITY = "Opacity of the map"
+
+
+def test_opacity_changes_the_overlay_but_runs_no_model_pass(app: AppPage, screenshots):
+    app.go_to("Class activation maps")
+    expect(app.main().get_by_role("heading", name="Class activation maps")).to_be_visible()
+    title = TITLES["gradcam++"]
+    app.select("Method", title)
+    assert app.selected("Method") == title
+    overlay = app.main().get_by_test_id("stImage").filter(
+        has=app.page.get_by_test_id("stImageCaption").get_by_text(re.compile(rf"^{re.escape(title)} · class ")))
+    expect(overlay).to_have_count(1)
+
+    app.rerun()  # everything the page shows is computed (and cached) now; the sidebar counts it
+    forward, backward = app.model_passes()
+    assert backward >= 1, "the page drew a gradient-based map, yet the counter shows no backward pass"
+    slider = app.slider(OPACITY)
+    start = float(slider.input_value())
+    before = np.asarray(app.image_pixels(overlay.locator("img")), dtype=np.float32)
+
+    app.nudge_slider(OPACITY, 4)
+    assert float(slider.input_value()) == pytest.approx(start + 4 * 0.05)
+    expect(slider).to_have_attribute("aria-valuetext", f"{start + 4 * 0.05:.2f}")
+    after = np.asarray(app.image_pixels(overlay.locator("img")), dtype=np.float32)
+    assert after.shape == before.shape
+    change = np.abs(after - before).mean()
+    assert change > 2.0, f"the overlay barely changed ({change:.2f} grey levels on average)"
+
+    app.rerun()  # the fragment's reruns show in the sidebar at the next full run
+    assert app.model_passes() == (forward, backward), "moving the opacity ran the model"
+    app.screenshot(screenshots, "cam-gradcampp-opacity")
