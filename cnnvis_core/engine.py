@@ -207,6 +207,128 @@ class Engine:
             self.forward(x)
         return {name: outputs[name][0].float().cpu() for name in names}
 
+    # ------------------------------------------------------------------ saliency & deconvnet (issue 4, backprop)
+    def saliency(self, image: ImageLike, method: str = "gradient", target: int | None = None):
+        """Input-gradient saliency: ``gradient``, ``deconvnet``, ``guided`` or ``guided_gradcam``
+        (see :mod:`cnnvis_core.backprop`); a :class:`~cnnvis_core.backprop.Saliency`."""
+        from .backprop import saliency
+        return saliency(self, image, method, target)
+
+    def reconstruct(self, image: ImageLike, layer: str, channel: int, top_only: bool = False):
+        """Deconvnet projection of one channel of ``layer`` to pixel space (Zeiler & Fergus;
+        see :mod:`cnnvis_core.deconv`); a :class:`~cnnvis_core.deconv.Reconstruction`."""
+        from .deconv import reconstruct
+        return reconstruct(self, image, layer, channel, top_only)
+
+    # ------------------------------------------------------------------ layers, kernels, dead channels (issue 3)
+    def conv_layers(self) -> list[str]:
+        """Names of the model's 2-D convolutions (the layers :meth:`kernels` accepts)."""
+        from .kernels import conv_names
+        return conv_names(self.model)
+
+    def kernels(self, layer: str) -> torch.Tensor:
+        """The weight ``(out, in / groups, kh, kw)`` of conv ``layer``, a float32 copy on the CPU;
+        :class:`LayerError` naming the convolutions when ``layer`` is not one."""
+        from .kernels import conv_weight
+        with self.session() as model:
+            return conv_weight(model, layer)
+
+    def preprocess_batches(self, images: Iterable, batch_size: int = 16) -> Iterator[torch.Tensor]:
+        """Any iterable of images → lazily preprocessed ``(B, 3, H, W)`` batches (B ≤ batch_size)."""
+        from .pruning import preprocessed_batches
+        return preprocessed_batches(self, images, batch_size)
+
+    def channel_peaks(self, images: Iterable, layers: str | Iterable[str] | None = None, batch_size: int = 16):
+        """Per layer, each channel's ``max |activation|`` over streamed ``images`` (a
+        :class:`~cnnvis_core.pruning.ChannelPeaks`; ``.dead(eps)`` thresholds it)."""
+        from .pruning import channel_peaks
+        return channel_peaks(self, images, layers, batch_size)
+
+    def dead_channels(self, images: Iterable, layers: str | Iterable[str] | None = None, eps: float = 0.0,
+                      batch_size: int = 16):
+        """Per layer, the channels with ``|activation| ≤ eps`` on every image (streamed in
+        batches); a :class:`~cnnvis_core.pruning.DeadChannels`. ``layers=None``: every conv and
+        ReLU with ``(C, H, W)`` maps."""
+        from .pruning import dead_channels
+        return dead_channels(self, images, layers, eps, batch_size)
+
+    def verify_pruning(self, images: Iterable, dead, batch_size: int = 16):
+        """Largest logit change and top-1 changes when the ``dead`` channels are zeroed by a
+        forward hook; a :class:`~cnnvis_core.pruning.PruningCheck`."""
+        from .pruning import verify_pruning
+        return verify_pruning(self, images, dead, batch_size)
+
+    # ------------------------------------------------------------------ filter optimisation (issue 5)
+    def optimize(self, layer: str | None, units, objective: str = "channel", steps: int | None = None,
+                 param: str | None = None, size: int | None = None, seed: int = 0, on_step=None,
+                 preset: str = "lucid", position: tuple[int, int] | None = None, **settings):
+        """Activation maximisation, one image per unit, all units as one batch (see
+        :mod:`cnnvis_core.optimize`). ``objective``: ``channel`` | ``neuron`` (at ``position``,
+        default centre) | ``class`` (``units`` are classes, ``layer`` ignored) | ``deepdream``;
+        ``units``: an index, a list or ``"all"``; ``preset`` (``lucid``, ``multiscale``, ``keras``)
+        with ``steps``, ``param``, ``size`` and any :class:`~cnnvis_core.optimize.Settings` field
+        overriding it. ``on_step(step, total, preview)`` returning False cancels. Takes the session
+        per step; cached per unit. An :class:`~cnnvis_core.optimize.OptimizationResult`."""
+        from .optimize.run import optimize_units
+        return optimize_units(self, layer, units, objective, seed=seed, on_step=on_step, preset=preset,
+                              position=position, steps=steps, param=param, size=size, **settings)
+
+    def optimize_objectives(self, objectives, keys=None, seed: int = 0, on_step=None, preset: str = "lucid",
+                            **settings):
+        """One image per composed objective (``channel(...) + 0.5 * neuron(...)``…), one batch, not cached."""
+        from .optimize.run import optimize_objectives
+        return optimize_objectives(self, objectives, keys, seed=seed, on_step=on_step, preset=preset, **settings)
+
+    # ------------------------------------------------------------------ class activation maps (issue 4, CAM)
+    def cam(self, image: ImageLike, method: str = "gradcam", layer: str | None = None,
+            target: int | str | None = None, **options):
+        """One class activation map (see :mod:`cnnvis_core.cam`): a
+        :class:`~cnnvis_core.cam.CamResult` whose ``.map`` is H×W in [0, 1] at the resolution of
+        :meth:`preprocess`'s tensor (overlay it on :meth:`model_view`). ``layer=None``: the last
+        spatial layer; ``target=None``: the top-1 class by logit."""
+        from .cam import compute
+        targets = None if target is None else [target]
+        return compute(self, image, [method], layer, targets, **options)[method][0]
+
+    def cams(self, image: ImageLike, methods=None, layer: str | None = None, target: int | str | None = None,
+             **options) -> dict:
+        """``{method: CamResult}`` for several methods; ``cam``, ``gradcam``, ``gradcam++``,
+        ``xgradcam`` and ``layercam`` all come from ONE forward and ONE backward pass (all of
+        them when ``methods=None``, CAM only where the model allows it)."""
+        from .cam import compute
+        targets = None if target is None else [target]
+        return {name: found[0] for name, found in compute(self, image, methods, layer, targets, **options).items()}
+
+    def cam_targets(self, image: ImageLike, method: str = "gradcam", targets=5, layer: str | None = None,
+                    **options) -> list:
+        """One CamResult per class: ``targets`` an int ``k`` (the top-``k`` classes) or a list
+        of classes; gradient methods share ONE forward and ONE batched backward, Score-CAM's
+        kin one set of masked passes."""
+        from .cam import compute
+        top, chosen = (int(targets), None) if isinstance(targets, int) else (1, list(targets))
+        return compute(self, image, [method], layer, chosen, top, **options)[method]
+
+    def cam_layers(self) -> list[LayerInfo]:
+        """The layers a CAM can use (spatial outputs), in execution order."""
+        from .cam import cam_layers
+        return cam_layers(self.layers())
+
+    def default_cam_layer(self) -> str:
+        """The layer ``layer=None`` means: the last spatial layer before global pooling."""
+        from .cam import default_layer
+        return default_layer(self.layers(), self.model).name
+
+    def model_view(self, image: ImageLike):
+        """The RGB PIL image of the tensor the model sees (after resize/crop), for overlays."""
+        from .view import find_normalization, tensor_to_image
+        return tensor_to_image(self.preprocess(image), find_normalization(self.transform))
+
+    def faithfulness(self, image: ImageLike, saliency, target: int | str | None = None, steps: int = 32):
+        """Deletion and insertion curves with their AUCs (Petsiuk et al., RISE) of any H×W map;
+        a :class:`~cnnvis_core.cam.Faithfulness`."""
+        from .cam import faithfulness
+        return faithfulness(self, image, saliency, target, steps)
+
 
 def top_k(logits: torch.Tensor, categories: list[str], k: int) -> list[Prediction]:
     """Softmax over ``logits`` and the ``k`` most probable classes."""

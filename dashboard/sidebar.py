@@ -75,3 +75,20 @@ def image_section() -> None:
                          help="Shapes from the demo model's generator, never seen in training.")
     image = sample_image(index)[0]
     st.session_state["_image"] = ChosenImage(image, f"sample:{index}", sample_label(index))
+
+
+def model_passes(slot) -> None:
+    """Write into ``slot`` how many forward and backward passes the chosen model has run.
+
+    The engine is shared by every browser session, so the figures count everyone's work; the app
+    fills the slot before and again after the page runs, so they include this page's passes (a
+    fragment's own reruns show at the next full run). The browser tests read it to check that
+    display-only changes (an opacity slider) do not run the model.
+    """
+    engine = st.session_state.get("_engine")
+    if engine is None:
+        slot.empty()
+        return
+    forward, backward = engine.counters.snapshot()
+    slot.caption(f"Model passes so far (all sessions): {forward} forward · {backward} backward",
+                 help="Cached results cost no pass; every new computation on the model adds to these.")
