@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from cnnvis_core import Engine, InputError, LayerError, ModelError
-from cnnvis_core.cam import METHODS, SHARED, auc, pointing_game
+from cnnvis_core.cam import METHODS, SHARED, auc, pointing_game, silhouette
 from cnnvis_core.hooks import hook_count
 
 SIZE = 8
@@ -220,6 +220,7 @@ def test_all_shared_methods_cost_one_forward_and_one_backward(tiny):
 
 def test_several_targets_share_one_forward_and_one_batched_backward(tiny):
     engine, x, _ = tiny
+    engine.layers()  # its probe forward, once per engine, is not part of what is counted
     for method in ("gradcam", "gradcam++", "layercam", "xgradcam", "cam", "scorecam"):
         layer = "relu2" if method == "cam" else "conv2"
         before = engine.counters.snapshot()
@@ -365,6 +366,18 @@ def test_auc_and_pointing_game():
         pointing_game(heat, mask[:4])
 
 
+def test_silhouette_fills_enclosed_holes_only():
+    yy, xx = np.mgrid[0:40, 0:40]
+    r = np.hypot(yy - 20, xx - 20)
+    ring = (r <= 12) & (r > 6)
+    np.testing.assert_array_equal(silhouette(ring), r <= 12)
+    c_shape = ring & ~((xx > 20) & (np.abs(yy - 20) < 3))  # a gap opens the hole to the outside
+    np.testing.assert_array_equal(silhouette(c_shape), c_shape)
+    edge = np.zeros((6, 6), bool)
+    edge[:, :3] = True  # touching the border: nothing enclosed
+    np.testing.assert_array_equal(silhouette(edge), edge)
+
+
 class _Residual(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -385,3 +398,95 @@ def test_automatic_layer_descends_sequentials_but_not_residual_blocks(tiny):
     assert engine.cam(x, "cam").layer == "1.0"  # CAM's check: GAP of this output feeds the linear layer
     with pytest.raises(LayerError, match="automatic"):
         engine.cam(x, "cam", layer="1.0.relu")
+
+
+# ---------------------------------------------------------------------------- batch sizes
+def test_masked_batch_size_comes_from_the_free_memory(tiny, monkeypatch):
+    from cnnvis_core.cam import batching
+    engine = tiny[0]
+    layers, shape = engine.layers(), (3, SIZE, SIZE)
+    per_item = 4 * (sum(int(np.prod(info.output_shape)) for info in layers) + 2 * int(np.prod(shape)))
+    caps = {}
+    for free in (10**12, 64 * per_item * 4, 8 * per_item * 4, 10):
+        monkeypatch.setattr(batching, "free_memory", lambda device, free=free: free)
+        caps[free] = batching.memory_cap(torch.device("cpu"), layers, shape)
+    assert caps[10**12] == batching.MAX_BATCH  # plenty: the absolute cap
+    assert caps[64 * per_item * 4] == 64 and caps[8 * per_item * 4] == 8  # a quarter of the free memory
+    assert caps[10] == 1
+    monkeypatch.setattr(batching, "free_memory", lambda device: 2 * 10**9)
+    assert batching.memory_cap(torch.device("cuda"), layers, shape) == min(batching.MAX_BATCH, 10**9 // per_item)
+
+
+def test_batches_cover_every_item_once_within_the_cap_and_results_do_not_depend_on_them(tiny, monkeypatch):
+    from cnnvis_core.cam import batching
+    seen: list[tuple[int, int]] = []
+    batching.run_batched(100, lambda a, b: seen.append((a, b)), cap=16, key=("test", id(seen)))
+    assert [a for a, _ in seen] == [0] + [b for _, b in seen[:-1]] and seen[-1][1] == 100
+    assert max(b - a for a, b in seen) <= 16
+    engine, x, _ = tiny
+    free = batching.free_memory
+    wide = engine.cam(x, "iscam", layer="conv2", target=0, n_samples=5).raw
+    monkeypatch.setattr(batching, "free_memory", lambda device: 0)  # one masked input per batch
+    narrow = engine.cam(x, "iscam", layer="conv2", target=0, n_samples=5).raw
+    np.testing.assert_allclose(narrow, wide, rtol=1e-5, atol=1e-7)
+    assert free(torch.device("cpu")) > 0
+
+
+# ---------------------------------------------------------------------------- the folded copy for masked passes
+class WithNorms(nn.Module):
+    """conv→BN (foldable), and a conv whose output feeds both a BN and a skip (not foldable)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1, self.bn1 = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.conv2, self.bn2 = nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
+        self.relu = nn.ReLU(inplace=True)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+        with torch.no_grad():
+            for bn in (self.bn1, self.bn2):
+                bn.running_mean.uniform_(-1, 1)
+                bn.running_var.uniform_(0.5, 2)
+                bn.weight.uniform_(0.5, 1.5)
+                bn.bias.uniform_(-0.5, 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.relu(self.bn1(self.conv1(x)))
+        z = self.conv2(h)
+        return self.head(self.relu(self.bn2(z) + z))
+
+
+def test_masked_passes_use_a_folded_copy_that_computes_the_same_function(monkeypatch):
+    from cnnvis_core.cam import activation, fused
+    model = WithNorms()
+    engine = Engine(model, input_size=(SIZE, SIZE), device="cpu")
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(4, 3, SIZE, SIZE)
+    with engine.session():
+        net = fused.inference_copy(engine, x[:1])
+    kinds = [type(m).__name__ for m in net.modules()]
+    assert net is not model and kinds.count("BatchNorm2d") == 1  # bn1 folded, bn2 kept (z is used twice)
+    with torch.inference_mode():
+        np.testing.assert_allclose(net(x.contiguous(memory_format=torch.channels_last)), model(x), rtol=1e-5,
+                                   atol=1e-6)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert hook_count(model) == 0 and isinstance(model.bn1, nn.BatchNorm2d)
+    folded = engine.cam(x[:1], "scorecam", layer="conv2", target=1).raw
+    monkeypatch.setattr(activation, "inference_copy", lambda engine, probe: engine.model)
+    plain = engine.cam(x[:1], "scorecam", layer="conv2", target=1).raw
+    np.testing.assert_allclose(folded, plain, rtol=1e-4, atol=1e-7)
+
+
+def test_a_model_fx_cannot_trace_runs_as_it_is(tiny):
+    from cnnvis_core.cam import fused
+
+    class Branchy(WithNorms):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.sum() > 0:  # data-dependent control flow: torch.fx refuses it
+                x = -x
+            return super().forward(x)
+
+    engine = Engine(Branchy(), input_size=(SIZE, SIZE), device="cpu")
+    with engine.session():
+        assert fused.inference_copy(engine, torch.randn(1, 3, SIZE, SIZE)) is engine.model
+        assert fused.inference_copy(tiny[0], tiny[1]) is tiny[0].model  # no BatchNorm: nothing to fold

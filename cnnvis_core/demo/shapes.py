@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 
 SIZE = 128
 CLASSES: tuple[str, ...] = (
-    "circle", "square", "triangle", "star", "cross", "ring", "crescent", "arrow",
+    "circle", "square", "triangle", "star", "cross", "ring", "heart", "arrow",
 )
 HELD_OUT_SEED_START = 1_000_000_000
 _SUPERSAMPLE = 4
@@ -43,8 +43,19 @@ def _star(points: int = 5, inner: float = 0.45) -> list[Point]:
     return out
 
 
-def _cross(w: float = 0.34) -> list[Point]:
+def _cross(w: float = 0.4) -> list[Point]:
     return [(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1), (-w, w), (-1, w), (-1, -w), (-w, -w)]
+
+
+def _heart(n: int = 64) -> list[Point]:
+    """The classic heart curve x = 16 sin³t, y = −(13 cos t − 5 cos 2t − 2 cos 3t − cos 4t),
+    centred on its bounding box and scaled into the unit disc."""
+    t = [2 * math.pi * i / n for i in range(n)]
+    xs = [16 * math.sin(a) ** 3 for a in t]
+    ys = [-(13 * math.cos(a) - 5 * math.cos(2 * a) - 2 * math.cos(3 * a) - math.cos(4 * a)) for a in t]
+    cy = (max(ys) + min(ys)) / 2
+    scale = max(math.hypot(x, y - cy) for x, y in zip(xs, ys)) / 0.95
+    return [(x / scale, (y - cy) / scale) for x, y in zip(xs, ys)]
 
 
 def _arrow() -> list[Point]:
@@ -59,7 +70,7 @@ _SHAPES: dict[str, list[tuple[list[Point], int]]] = {
     "star": [(_star(), 255)],
     "cross": [(_cross(), 255)],
     "ring": [(_regular(64), 255), ([(0.55 * x, 0.55 * y) for x, y in _regular(64)], 0)],
-    "crescent": [(_regular(64), 255), ([(0.85 * x + 0.45, 0.85 * y - 0.1) for x, y in _regular(64)], 0)],
+    "heart": [(_heart(), 255)],
     "arrow": [(_arrow(), 255)],
 }
 
