@@ -6,8 +6,9 @@ For resnet50 (random weights, 224×224) and the demo model (128×128) it times, 
 one run and interleaved, one plain forward pass (``engine.logits``) and one forward pass that
 captures the output of EVERY layer (``engine.feature_maps`` with all names, what the layer
 browser does once per image), and prints the median of each and their ratio. It then times
-drawing all 512 channels of resnet50's ``layer2`` output (512×28×28) as one grid image, with
-and without PNG encoding, and one 64-channel page, as ratios to the plain forward pass.
+drawing all 512 channels of resnet50's ``layer2`` output (512×28×28) as one grid image, without
+and with PNG encoding (the dashboard's ``sheet_png``, zlib level 1, and Pillow's default level 6
+for comparison), and one 64-channel page, as ratios to the plain forward pass.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cnnvis_core import Engine  # noqa: E402
 from cnnvis_core import features as fx  # noqa: E402
 from cnnvis_core.render import to_png_bytes  # noqa: E402
+from cnnvis_core.sheets import sheet_png  # noqa: E402
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -73,13 +75,15 @@ def main() -> None:
     page = fx.channel_page(layer2, 0, 64, "mean").channels
     result = side_by_side({
         "grid": lambda: fx.channel_grid(layer2, cmap="viridis"),
-        "grid+png": lambda: to_png_bytes(fx.channel_grid(layer2, cmap="viridis")),
-        "page": lambda: to_png_bytes(fx.channel_grid(layer2, page, cmap="viridis")),
+        "grid+png": lambda: sheet_png(fx.channel_grid(layer2, cmap="viridis")),
+        "grid+png6": lambda: to_png_bytes(fx.channel_grid(layer2, cmap="viridis")),
+        "page": lambda: sheet_png(fx.channel_grid(layer2, page, cmap="viridis")),
     }, args.runs)
     image = fx.channel_grid(layer2, cmap="viridis")
     print(f"512-channel grid of resnet50 layer2 (512×28×28 → one {image.shape[1]}×{image.shape[0]} image): "
           f"{result['grid'] * 1e3:.0f} ms ({result['grid'] / plain:.2f}× a resnet50 forward), "
-          f"{result['grid+png'] * 1e3:.0f} ms with PNG encoding ({result['grid+png'] / plain:.2f}×); "
+          f"{result['grid+png'] * 1e3:.0f} ms with PNG encoding ({result['grid+png'] / plain:.2f}×; "
+          f"{result['grid+png6'] * 1e3:.0f} ms at Pillow's default PNG level); "
           f"a 64-channel page ordered by mean, as PNG: {result['page'] * 1e3:.0f} ms ({result['page'] / plain:.2f}×)")
 
 

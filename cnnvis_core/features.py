@@ -102,17 +102,17 @@ def scale_maps(maps: torch.Tensor, scaling: str = "channel",
     """
     x = maps.detach().float()
     if scaling == "channel":
-        flat = x.reshape(x.shape[0], -1)
-        lo = flat.amin(1).view(-1, 1, 1)
-        hi = flat.amax(1).view(-1, 1, 1)
+        lo, hi = torch.aminmax(x.reshape(x.shape[0], -1), dim=1)
+        lo, hi = lo.view(-1, 1, 1), hi.view(-1, 1, 1)
     elif scaling == "layer":
         lo_v, hi_v = bounds if bounds is not None else (float(x.min()), float(x.max()))
         lo, hi = torch.tensor(lo_v), torch.tensor(hi_v)
     else:
         raise InputError(f"Unknown scaling {scaling!r}; use one of {', '.join(SCALINGS)}.")
     span = hi - lo
-    unit = (x - lo) / torch.where(span > 1e-12, span, torch.ones_like(span))
-    return torch.where(span > 1e-12, unit, torch.zeros_like(unit)).clamp_(0.0, 1.0)
+    gain = torch.where(span > 1e-12, 1.0 / torch.where(span > 1e-12, span, 1.0), 0.0)   # 0 for a constant map
+    # (A − lo) · gain as one fused pass over the maps: A · gain − lo · gain
+    return torch.addcmul(-lo * gain, x, gain).clamp_(0.0, 1.0)
 
 
 def channel_grid(maps: torch.Tensor, channels: Sequence[int] | None = None, cmap: str = "viridis",

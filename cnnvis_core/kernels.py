@@ -79,6 +79,9 @@ def unit_tiles(tiles: torch.Tensor, scaling: str, bound: float | None = None) ->
 
 #: gaps between kernel tiles: dark, so that they show against the white centre of a diverging map
 KERNEL_BACKGROUND = (64, 64, 64)
+#: gaps and caption strips of labelled kernel sheets: a light gray that a white (zero) kernel stands out
+#: from while the dark labels stay readable
+LABELLED_BACKGROUND = (200, 200, 200)
 
 
 def _sheet(rgb: np.ndarray, names: Sequence[str], ncols: int | None, min_tile: int, labels: bool,
@@ -86,7 +89,8 @@ def _sheet(rgb: np.ndarray, names: Sequence[str], ncols: int | None, min_tile: i
     tiles = enlarge(rgb, enlarge_factor(min(rgb.shape[1:3]), min_tile))
     _, cols = grid_shape(len(tiles), ncols)
     if labels:
-        return titled_sheet(tiles, [(name,) for name in names], cols, padding + 1, size=10)
+        return titled_sheet(tiles, [(name,) for name in names], cols, padding + 1, size=10,
+                            background=LABELLED_BACKGROUND)
     return layout(tiles, cols, padding, KERNEL_BACKGROUND)
 
 

@@ -68,6 +68,7 @@ def of_kinds(dead: DeadChannels, kinds: list[str]) -> DeadChannels:
 def fraction_figure(dead: DeadChannels) -> go.Figure:
     """Fraction of dead channels per layer, in execution order, one colour per layer type."""
     figure = go.Figure()
+    top = min(1.0, max(0.1, 1.15 * max((layer.fraction for layer in dead.layers), default=0.0)))  # small bars show
     for kind in dict.fromkeys(layer.kind for layer in dead.layers):
         layers = [layer for layer in dead.layers if layer.kind == kind]
         figure.add_trace(go.Bar(
@@ -75,10 +76,38 @@ def fraction_figure(dead: DeadChannels) -> go.Figure:
             customdata=[[len(layer.dead), layer.channels] for layer in layers],
             hovertemplate="%{x}<br>%{customdata[0]} of %{customdata[1]} dead (%{y:.1%})<extra></extra>"))
     figure.update_layout(title=f"Fraction of dead channels per layer ({dead.images} images, ε = {dead.eps:g})",
-                         yaxis=dict(title="dead", tickformat=".0%", range=[0, 1]),
-                         xaxis=dict(categoryorder="array", categoryarray=[layer.name for layer in dead.layers]),
-                         height=380, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.3))
+                         yaxis=dict(title="dead", tickformat=".0%", range=[0, top]),
+                         xaxis=dict(categoryorder="array", categoryarray=[layer.name for layer in dead.layers],
+                                    tickangle=-60, automargin=True),
+                         height=460, margin=dict(l=10, r=10, t=60, b=10),
+                         legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
     return figure
+
+
+def quietest(peaks: ChannelPeaks, kinds: list[str]) -> tuple[str, int, float] | None:
+    """``(layer, channel, peak)`` of the channel with the smallest peak among layers of ``kinds``:
+    ε must reach that peak before anything counts as dead."""
+    found = [(float(p.min()), name, int(p.argmin())) for name, kind, p in zip(peaks.names, peaks.kinds, peaks.peaks)
+             if kind in kinds and p.size]
+    if not found:
+        return None
+    peak, name, channel = min(found)
+    return name, channel, peak
+
+
+def verdict(check: PruningCheck) -> tuple[str, str]:
+    """``(level, sentence)`` summing up a pruning check; level is ``success``, ``info`` or ``warning``.
+
+    Removable: no logit moved by more than float rounding (10⁻⁵ of the largest |logit|, at
+    least 10⁻⁶); small effect: logits moved but no top-1 class changed; else not removable as is.
+    """
+    scale = f"up to {check.max_logit_change:.3g}, with the largest |logit| {check.max_abs_logit:.3g}"
+    if check.max_logit_change <= max(1e-6, 1e-5 * check.max_abs_logit):
+        return "success", "Removable: masking them leaves every logit unchanged (up to float rounding)."
+    if not check.top1_changed:
+        return "info", f"Nearly removable: logits move by {scale}, but no image changes its top-1 class."
+    return "warning", (f"Not removable as they are: {check.changed_images} of {check.images} images change "
+                       f"their top-1 class (logits move by {scale}). Lower ε.")
 
 
 def dead_rows(dead: DeadChannels, limit: int = 40) -> list[dict]:

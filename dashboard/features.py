@@ -21,6 +21,7 @@ from plotly.subplots import make_subplots
 from cnnvis_core import Engine, LayerInfo
 from cnnvis_core import features as fx
 from cnnvis_core.render import colormap_lut, to_png_bytes
+from cnnvis_core.sheets import sheet_png
 
 from .state import ChosenImage, model_key
 
@@ -47,7 +48,7 @@ def _maps(engine: Engine, chosen: ChosenImage) -> dict[str, torch.Tensor]:
 def _grid_png(_engine, engine_key: str, _image, image_key: str, layer: str, channels: tuple[int, ...],
               cmap: str, scaling: str) -> bytes:
     maps = _capture(_engine, engine_key, _image, image_key)[1][layer]
-    return to_png_bytes(fx.channel_grid(maps, channels, cmap, scaling))
+    return sheet_png(fx.channel_grid(maps, channels, cmap, scaling))
 
 
 def grid_png(engine: Engine, chosen: ChosenImage, layer: str, channels: tuple[int, ...], cmap: str,
@@ -78,7 +79,7 @@ def summary_pngs(engine: Engine, chosen: ChosenImage, layer: str, cmap: str) -> 
 def _overview_png(_engine, engine_key: str, _image, image_key: str, kinds: tuple[str, ...], ncols: int) -> bytes:
     layers, maps = _capture(_engine, engine_key, _image, image_key)
     chosen = [layer for layer in layers if layer.kind in kinds]
-    return to_png_bytes(fx.overview_sheet(chosen, maps, ncols))
+    return sheet_png(fx.overview_sheet(chosen, maps, ncols))
 
 
 def overview_png(engine: Engine, chosen: ChosenImage, kinds: tuple[str, ...], ncols: int) -> bytes:
@@ -176,7 +177,7 @@ def depth_figure(stats: list[fx.LayerStats]) -> go.Figure:
     """Sparsity, mean and max, and all-zero channels of each layer, over depth (3 rows)."""
     x = [s.name for s in stats]
     names = [f"#{s.index} {s.kind}" for s in stats]
-    figure = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06,
+    figure = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.09,
                            subplot_titles=("Sparsity: fraction of activations = 0", "Mean and max activation",
                                            "Channels all zero for this image"))
     hover = "%{text}<br>%{y:.4g}<extra></extra>"
@@ -189,6 +190,8 @@ def depth_figure(stats: list[fx.LayerStats]) -> go.Figure:
     figure.add_trace(go.Bar(x=x, y=[s.zero_channels for s in stats], text=names, name="zero channels",
                             hovertemplate=hover, textposition="none"), 3, 1)
     figure.update_yaxes(range=[0, 1], tickformat=".0%", row=1, col=1)
+    most = max((s.zero_channels for s in stats), default=0)
+    figure.update_yaxes(range=[0, max(1, most) * 1.1], tick0=0, dtick=max(1, -(-most // 5)), row=3, col=1)
     figure.update_xaxes(type="category", categoryorder="array", categoryarray=x)
     figure.update_xaxes(title="layer, in execution order", row=3, col=1)
     figure.update_layout(height=720, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h"))

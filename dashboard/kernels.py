@@ -13,7 +13,7 @@ import torch
 
 from cnnvis_core import Engine
 from cnnvis_core import kernels as kx
-from cnnvis_core.render import to_png_bytes
+from cnnvis_core.sheets import sheet_png
 
 from .state import model_key
 
@@ -40,19 +40,19 @@ def conv_shapes(engine: Engine) -> dict[str, tuple[int, ...]]:
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _rgb_png(_engine, engine_key: str, layer: str, scaling: str) -> bytes:
-    return to_png_bytes(kx.rgb_kernels(_weight(_engine, engine_key, layer), scaling))
+    return sheet_png(kx.rgb_kernels(_weight(_engine, engine_key, layer), scaling))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _slices_png(_engine, engine_key: str, layer: str, out_channel: int, scaling: str, cmap: str) -> bytes:
-    return to_png_bytes(kx.filter_slices(_weight(_engine, engine_key, layer), out_channel, scaling, cmap))
+    return sheet_png(kx.filter_slices(_weight(_engine, engine_key, layer), out_channel, scaling, cmap))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _page(_engine, engine_key: str, layer: str, page: int, per_page: int, scaling: str, cmap: str
           ) -> tuple[bytes, kx.KernelPage]:
     shown = kx.kernel_page(_weight(_engine, engine_key, layer), page, per_page, scaling, cmap)
-    return to_png_bytes(shown.image), shown
+    return sheet_png(shown.image), shown
 
 
 def rgb_png(engine: Engine, layer: str, scaling: str) -> bytes:
@@ -73,7 +73,9 @@ def kernel_page(engine: Engine, layer: str, page: int, per_page: int, scaling: s
 
 def histogram_figure(engine: Engine, layer: str) -> go.Figure:
     """Histogram of all the layer's weights."""
-    counts, edges = kx.weight_histogram(weight(engine, layer))
+    w = weight(engine, layer)
+    bins = int(min(80, max(10, round(2 * w.numel() ** (1 / 3)))))   # Rice's rule, 10 to 80 bins
+    counts, edges = kx.weight_histogram(w, bins)
     centres = (edges[:-1] + edges[1:]) / 2
     figure = go.Figure(go.Bar(x=centres, y=counts, width=np.diff(edges), marker_color="#4c78a8",
                               hovertemplate="%{x:.3g}: %{y} weights<extra></extra>"))

@@ -53,6 +53,11 @@ with chart_col:
     else:
         st.success(f"No dead channel in the {len(view.layers)} shown layers over {dead.images} images "
                    f"at ε = {eps:g}.")
+        weakest = glue.quietest(peaks, shown_kinds)
+        if weakest is not None:
+            layer, channel, peak = weakest
+            st.caption(f"The quietest channel, {layer} #{channel}, peaks at {peak:.3g}: ε must reach that "
+                       "for any channel to count as dead.")
     csv_col, json_col = st.columns(2)
     csv_col.download_button("Dead channels (CSV)", dead.to_csv(), "dead_channels.csv", "text/csv", key="dl_dead_csv")
     json_col.download_button("Dead channels (JSON)", dead.to_json(), "dead_channels.json", "application/json",
@@ -74,6 +79,8 @@ with check_col:
                            f"{check.max_abs_logit:.3g}")
             st.metric("Top-1 class changed", f"{check.changed_images} of {check.images} images",
                       help="Images whose most probable class differs once the channels are masked.")
+            level, sentence = glue.verdict(check)
+            getattr(st, level)(sentence)
             st.caption(f"The same {check.images} images were run again with {check.masked_channels} channels in "
                        f"{check.masked_layers} layers set to zero by a forward hook. A change near 0 means "
                        "those filters can be removed without changing the outputs.")

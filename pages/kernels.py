@@ -83,9 +83,10 @@ try:
     hist_col, norm_col = st.columns(2)
     hist_col.plotly_chart(glue.histogram_figure(engine, layer), width="stretch")
     most = min(shape[0], 64)
-    default("kernel_flag", min(most, max(1, shape[0] // 10)))
-    clamp("kernel_flag", 0, most)
-    flag = norm_col.slider("Flag the smallest filters", 0, most, key="kernel_flag",
+    flag_key = f"kernel_flag:{layer}"        # per layer: its range and sensible default differ
+    default(flag_key, min(most, max(1, shape[0] // 10)))
+    clamp(flag_key, 0, most)
+    flag = norm_col.slider("Flag the smallest filters", 0, most, key=flag_key,
                            help="By L1 norm, the pruning criterion of Li et al. (2017).")
     result = glue.norms(engine, layer, flag)
     norm_col.plotly_chart(glue.norms_figure(result, layer), width="stretch")

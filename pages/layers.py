@@ -67,7 +67,8 @@ def summary_view(engine, chosen, info) -> None:
 
 
 def overview_view(engine, chosen, layers) -> None:
-    kinds = sorted({layer.kind for layer in layers if layer.is_spatial})
+    kinds = sorted({layer.kind for layer in layers                    # 1×1 maps have nothing to show
+                    if layer.is_spatial and layer.output_shape[1] * layer.output_shape[2] > 1})
     pick_col, cols_col = st.columns([4, 1])
     picked = pick_col.multiselect("Layer types", kinds, default=_default_kinds(kinds), key="overview_kinds")
     ncols = cols_col.slider("Columns", 3, 12, key="overview_cols")

@@ -12,7 +12,7 @@ from cnnvis_core import InputError
 from cnnvis_core import features as fx
 from cnnvis_core.layers import LayerInfo
 from cnnvis_core.render import colormap_lut
-from cnnvis_core.sheets import BACKGROUND, layout, titled_sheet
+from cnnvis_core.sheets import BACKGROUND, layout, sheet_png, titled_sheet
 
 
 def _maps(c: int = 10, h: int = 4, w: int = 5, seed: int = 0) -> torch.Tensor:
@@ -178,3 +178,13 @@ def test_layout_matches_torchvision_make_grid_geometry():
     titled = titled_sheet(tiles, [("a",)] * 7, ncols=3)
     assert titled.shape[1] == 3 * (4 + 4) + 4 and titled.dtype == np.uint8
     assert tuple(colormap_lut("gray")[0]) == (0, 0, 0)
+
+
+def test_sheet_png_is_lossless():
+    import io
+
+    from PIL import Image
+    grid = fx.channel_grid(torch.relu(_maps(20, 6, 6, seed=6)), cmap="magma")
+    data = sheet_png(grid)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), grid)

@@ -141,3 +141,17 @@ def test_torchvision_first_layer_and_grouped_convs():
     assert isinstance(dict(engine.model.named_modules())[depthwise], nn.Conv2d)
     tiles = layout(np.zeros((1, 2, 2, 3), np.uint8), 1, 1)
     assert tiles.shape == (4, 4, 3)
+
+
+def test_labelled_kernel_sheets_frame_white_zero_kernels_in_gray():
+    from cnnvis_core.render import colormap_lut
+    w = _weight(2, 3, 3, seed=5)
+    w[0, 1] = 0.0                                     # a zero slice: the white centre of rdbu_r
+    image = kx.filter_slices(w, 0, "shared", "rdbu_r", ncols=3, min_tile=9, labels=True)
+    pad = 3                                           # labelled kernel sheets: padding 2 + 1
+    top, left = pad, pad + (9 + pad)                  # tile 1 (first row, second column)
+    zero_tile = image[top: top + 9, left: left + 9]
+    assert (zero_tile == colormap_lut("rdbu_r")[128]).all()
+    gap = image[top + 4, left - 1]
+    assert tuple(gap) == kx.LABELLED_BACKGROUND
+    assert np.abs(gap.astype(int) - zero_tile[4, 4].astype(int)).max() > 30   # the tile stands out

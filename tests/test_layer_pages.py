@@ -91,6 +91,10 @@ def test_kernel_viewer_pictures_scalings_and_charts(layer):
     assert first_view == ("RGB filters" if rgb else "One filter, per input channel")
     assert layer in _captions(at)[0]
     assert len(at.get("plotly_chart")) == 2                 # histogram and norms
+    n_out = {"features.conv1": 16, "features.conv5": 128}[layer]
+    flag = at.slider(key=f"kernel_flag:{layer}")
+    assert flag.value == max(1, n_out // 10), "each layer starts by flagging a tenth of its filters"
+    assert any(c.value.startswith("Smallest L1 norms: filter") for c in at.caption)
 
     at.radio(key="kernel_scaling").set_value("shared")
     _ok(at)
@@ -130,6 +134,9 @@ def test_dead_channel_page_lists_charts_and_verifies():
     at.number_input(key="dead_eps").set_value(1e6)
     _ok(at)
     assert _forwards(at) == forwards, "the same images and ε must come from the cache"
+    at.number_input(key="dead_eps").set_value(0.0)          # a new ε: only the check may run
+    _ok(at)
+    assert _forwards(at) - forwards in (0, 2), "a new ε must not run the peak pass again (1 forward per batch)"
 
 
 def test_dead_channel_page_with_uploads_reports_a_bad_file_and_keeps_working():
@@ -151,3 +158,25 @@ def test_dead_channel_page_with_uploads_reports_a_bad_file_and_keeps_working():
     at.file_uploader(key="dead_uploads").set_value([("a.png", good.getvalue(), "image/png")])
     _ok(at)
     assert {m.label for m in at.metric} >= {"Dead channels"}
+
+
+def test_dead_page_helpers_name_the_quietest_channel_and_judge_the_check():
+    import numpy as np
+
+    from cnnvis_core.pruning import ChannelPeaks, PruningCheck
+    from dashboard.dead import quietest, verdict
+    peaks = ChannelPeaks(("a", "b", "c"), ("Conv2d", "ReLU", "ReLU"),
+                         (np.array([0.5, 0.1]), np.array([3.0, 0.7, 0.2]), np.array([0.4])), images=4)
+    assert quietest(peaks, ["ReLU"]) == ("b", 2, 0.2)
+    assert quietest(peaks, ["Conv2d", "ReLU"]) == ("a", 1, 0.1)
+    assert quietest(peaks, ["Linear"]) is None
+    assert peaks.dead(0.2).as_dict() == {"a": (1,), "b": (2,)}    # the hint's promise: ε = that peak
+
+    def check(change: float, changed: int) -> PruningCheck:
+        return PruningCheck(change, changed > 0, changed, 10, 20.0, 3, 2)
+    assert verdict(check(0.0, 0))[0] == "success"
+    assert verdict(check(1e-4, 0))[0] == "success"             # below 1e-5 of the largest |logit| (20)
+    level, sentence = verdict(check(1.0, 0))
+    assert level == "info" and "up to 1," in sentence and "|logit| 20" in sentence
+    level, sentence = verdict(check(4.0, 3))
+    assert level == "warning" and "3 of 10" in sentence and "up to 4," in sentence
