@@ -69,11 +69,17 @@ def capture_outputs(model: nn.Module, names: Collection[str], *, clone: bool = T
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode for the block and restore each one's flag afterwards."""
+    """Put every submodule in eval mode for the block and restore each one's flag afterwards.
+
+    Only flags that need a change are written (``nn.Module.__setattr__`` is slow, and this
+    runs around every model call): a model already in eval mode costs one walk over it.
+    """
     flags = [(m, m.training) for m in model.modules()]
     try:
-        model.eval()
+        if any(training for _, training in flags):
+            model.eval()
         yield model
     finally:
         for module, training in flags:
-            module.training = training
+            if module.training != training:
+                module.training = training

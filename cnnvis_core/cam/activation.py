@@ -24,6 +24,7 @@ import torch
 from ..errors import InputError, LayerError, ModelError
 from .base import CamResult, LayerPass, Target, layer_pass, results, unit_scale, upsample, weighted_sum
 from .batching import memory_cap, run_batched
+from .fused import inference_copy
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -168,7 +169,9 @@ def batched_logits(engine: Engine, inputs_of: Callable[[torch.Tensor], torch.Ten
 
     Batched (size from memory, tuned by timing); every batch runs in its own session, its
     input in channels-last memory order (faster convolutions on CPUs, same numbers), under
-    bfloat16 autocast when ``precision="bfloat16"``.
+    bfloat16 autocast when ``precision="bfloat16"``, through the model's BatchNorm-folded
+    copy where it has one (:mod:`cnnvis_core.cam.fused`: the same function, fewer passes
+    over memory).
     """
     if precision not in PRECISIONS:
         raise InputError(f"Unknown precision {precision!r}; use {' or '.join(PRECISIONS)}.")
@@ -176,13 +179,16 @@ def batched_logits(engine: Engine, inputs_of: Callable[[torch.Tensor], torch.Ten
     out = torch.empty((count, len(classes)), dtype=torch.float32)
     cap = memory_cap(engine.device, engine.layers(), input_shape)
     index = torch.tensor(list(classes), device=engine.device)
+    with engine.session():
+        net = inference_copy(engine, inputs_of(torch.arange(1, device=engine.device)))
 
     def work(start: int, stop: int) -> None:
         batch = inputs_of(torch.arange(start, stop, device=engine.device))
         batch = batch.contiguous(memory_format=torch.channels_last)
         with engine.session(), torch.inference_mode(), \
                 torch.autocast(engine.device.type, dtype=torch.bfloat16, enabled=low):
-            logits = engine.forward(batch)
+            engine.counters.add(forward=1)
+            logits = net(batch)
         out[start:stop] = logits.index_select(1, index).float().cpu()
 
     run_batched(count, work, cap, (*tag, precision, id(engine.model), input_shape, str(engine.device)))

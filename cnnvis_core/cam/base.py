@@ -213,13 +213,13 @@ def layer_pass(engine: Engine, x: torch.Tensor, layer: str, targets: Sequence[Ta
 def _gradients(engine: Engine, logits: torch.Tensor, activation: torch.Tensor, classes: list[int]) -> torch.Tensor:
     """``∂ logits[b, c] / ∂ activation[b]`` for every class ``c``: ``(T, B, C, h, w)``, one backward."""
     count = len(classes)
-    seeds = torch.zeros((count, *logits.shape), dtype=logits.dtype, device=logits.device)
-    seeds[torch.arange(count), :, torch.tensor(classes)] = 1.0
     try:
-        if count == 1:
-            (grad,) = torch.autograd.grad(logits, activation, seeds[0])
+        if count == 1:  # Σ_b logits[b, c]: items of a batch do not interact in eval mode
+            (grad,) = torch.autograd.grad(logits[:, classes[0]].sum(), activation)
             grad = grad.unsqueeze(0)
         else:
+            seeds = torch.zeros((count, *logits.shape), dtype=logits.dtype, device=logits.device)
+            seeds[torch.arange(count), :, torch.tensor(classes)] = 1.0
             (grad,) = torch.autograd.grad(logits, activation, seeds, is_grads_batched=True)
     except RuntimeError as error:
         if "does not require grad" in str(error) or "not have been used" in str(error):

@@ -58,8 +58,10 @@ def _numel(shape: Sequence[int]) -> int:
 def run_batched(total: int, work: Callable[[int, int], None], cap: int, key: tuple) -> None:
     """Call ``work(start, stop)`` over ``range(total)`` in consecutive batches of at most ``cap``.
 
-    Sizes start at the size remembered for ``key`` (else 1) and, until settled, double as long
-    as the time per item falls by more than 5 %; then the best size is kept and remembered.
+    Sizes start at the size remembered for ``key`` (else 1) and, until settled, double while
+    the time per item stays within 10 % of the best seen (timings of small batches are noisy,
+    and on two CPU cores the gain often comes only at 8 or 16); once a size is clearly slower,
+    or the cap is reached, the best size is kept and remembered.
     """
     cap = max(1, int(cap))
     remembered = key in _remembered
@@ -73,14 +75,14 @@ def run_batched(total: int, work: Callable[[int, int], None], cap: int, key: tup
         work(start, stop)
         rate = (time.perf_counter() - began) / (stop - start)
         if not settled and stop - start == size:
-            if rate < best_rate * 0.95:
+            if rate < best_rate:
                 best_size, best_rate = size, rate
+            if rate <= best_rate * 1.10 and size < cap:
                 size = min(size * 2, cap)
-                settled = size == best_size
             else:
                 size, settled = best_size, True
         start = stop
-    if settled and not remembered:
+    if not remembered and best_rate < float("inf"):  # the best size seen, even if the job ended first
         if len(_remembered) >= 64:
             _remembered.clear()
         _remembered[key] = best_size

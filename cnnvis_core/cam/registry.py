@@ -10,6 +10,7 @@ many target classes, they come from ONE forward and at most ONE backward pass.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -103,17 +104,20 @@ def _shared(engine: Engine, x: torch.Tensor, layer: str, names: list[str], targe
     gradients = any(name != "cam" for name in names)
     run = layer_pass(engine, x, layer, targets, top, gradients=gradients, linear="cam" in names)
     A = run.activation[0]
-    size = tuple(x.shape[-2:])
-    out: dict[str, list[CamResult]] = {}
+    raws: dict[str, torch.Tensor] = {}
     for name in names:
         if name == "cam":
             try:
-                raw = cam(A, cam_weights(run, layer, automatic))
+                raws[name] = cam(A, cam_weights(run, layer, automatic))
             except CnnvisError:
                 if optional_cam:
                     continue
                 raise
         else:
-            raw = FORMULAS[name](A, run.grads[:, 0])
-        out[name] = results(raw, size, run.targets, layer, name, run.logits)
-    return out
+            raws[name] = FORMULAS[name](A, run.grads[:, 0])
+    # All maps upsampled and scaled together: one call instead of one per method.
+    count = len(run.targets)
+    together = results(torch.cat(list(raws.values())), tuple(x.shape[-2:]), run.targets * len(raws), layer, "",
+                       run.logits)
+    return {name: [replace(r, method=name) for r in together[i * count:(i + 1) * count]]
+            for i, name in enumerate(raws)}
