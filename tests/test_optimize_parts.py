@@ -69,6 +69,43 @@ def test_per_item_scores_each_item_with_its_own_objective(acts):
     assert per_item(objs).layers == {"a", OUTPUT}
 
 
+def test_leaky_gradient_keeps_the_relu_value_and_gives_a_leaky_relu_derivative():
+    from cnnvis_core.optimize.capture import leaky_gradient
+
+    pre = torch.tensor([-2.0, -0.5, 0.3, 1.5], requires_grad=True)
+    out = leaky_gradient(pre, torch.relu(pre), leak=0.1)
+    assert torch.equal(out.detach(), torch.relu(pre.detach()))  # the forward value is exactly the ReLU's
+    (grad,) = torch.autograd.grad((out * torch.tensor([1.0, 2.0, 3.0, 4.0])).sum(), pre)
+    assert torch.allclose(grad, torch.tensor([0.1, 0.2, 3.0, 4.0]))  # ∂ of a leaky ReLU, slope 0.1 below 0
+
+
+def test_forward_until_records_an_inplace_relu_with_a_live_gradient():
+    from cnnvis_core.hooks import hook_count
+    from cnnvis_core.optimize.capture import forward_until
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(inplace=True),
+                                torch.nn.Conv2d(4, 2, 1)).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x = torch.randn(2, 3, 9, 9, requires_grad=True)
+    with forward_until(model, {"2": 1}, leak=0.25) as acts:
+        model(x)
+    pre = model[1](model[0](x))
+    assert torch.equal(acts["2"].detach(), torch.relu(pre).detach())
+    assert torch.equal(acts.leaky["2"].detach(), acts["2"].detach())
+    (plain,) = torch.autograd.grad(acts["2"].sum(), x, retain_graph=True)
+    (want_plain,) = torch.autograd.grad(torch.relu(pre).sum(), x, retain_graph=True)
+    assert torch.allclose(plain, want_plain, atol=1e-5)
+    (got,) = torch.autograd.grad(acts.leaky["2"].sum(), x)
+    leaky = torch.where(pre > 0, pre, 0.25 * pre)
+    (want,) = torch.autograd.grad(leaky.sum(), x)
+    assert torch.allclose(got, want, atol=1e-5)
+    with torch.no_grad(), forward_until(model, {"2": 1}) as acts:  # no gradient wanted: the plain output
+        model(x)
+    assert acts["2"].grad_fn is None and not acts.leaky and hook_count(model) == 0
+
+
 # ---------------------------------------------------------------------------- normalisation
 def test_normalization_found_in_the_transforms_we_meet():
     from cnnvis_core import demo

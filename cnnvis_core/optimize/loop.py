@@ -9,7 +9,9 @@ Each step, with the engine's session held for that step only (so other users int
    network only for class logits);
 4. ``loss = -Σ_b (score_b - tv·TV_b - l2·L2_b)`` and its gradient with respect to the
    parameters only (``torch.autograd.grad``: the model's frozen parameters never get a
-   ``.grad``);
+   ``.grad``); an item whose score is exactly 0 at a ReLU target (dark wherever it looks, so
+   no gradient) is scored through the leaky copy of the activations instead (same value, a
+   leaky ReLU's gradient; see :mod:`.capture`);
 5. an Adam step, or ``p += lr · g_b / ‖g_b‖`` (L2-normalised ascent, per item).
 
 Nothing couples the items of the batch, so unit ``u`` gets the same picture optimised alone
@@ -181,7 +183,12 @@ class _Plan:
             out = self.runner.forward(x)
             if self.wants_output:
                 acts[OUTPUT] = out
-        return self.objective(acts)
+        score = self.objective(acts)
+        if not acts.leaky:
+            return score
+        # an item whose objective is exactly 0 has a dead ReLU gradient: it follows the leaky one instead
+        dark = score.detach() == 0
+        return torch.where(dark, self.objective({**acts, **acts.leaky}), score) if bool(dark.any()) else score
 
     def gradients(self, image: torch.Tensor, params: list[torch.Tensor],
                   gens: Sequence[torch.Generator]) -> tuple[torch.Tensor, ...]:

@@ -137,13 +137,16 @@ def per_item(objectives: Sequence[Objective]) -> Objective:
     """Score item ``b`` of a batch with ``objectives[b]`` alone (one unit per batch item).
 
     Each objective sees its own item's activations only (``A[b:b+1]``), so an item's score,
-    and hence its gradient, does not depend on the rest of the batch.
+    and hence its gradient, does not depend on the rest of the batch. The items are cut with one
+    ``split`` per layer, whose backward assembles the batch's gradient in one pass (slicing item by
+    item would build a zero-filled batch-sized gradient per item: quadratic in the batch size).
     """
     objectives = list(objectives)
     layers = frozenset().union(*(o.layers for o in objectives)) if objectives else frozenset()
 
     def fn(acts: Activations) -> torch.Tensor:
-        scores = [obj({k: v[b:b + 1] for k, v in acts.items()}) for b, obj in enumerate(objectives)]
+        items = {k: v.split(1) for k, v in acts.items()}
+        scores = [obj({k: parts[b] for k, parts in items.items()}) for b, obj in enumerate(objectives)]
         return torch.cat([s.reshape(1) for s in scores])
 
     return Objective(fn, layers, " | ".join(o.name for o in objectives))

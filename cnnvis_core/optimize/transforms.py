@@ -31,9 +31,11 @@ def jitter(images: torch.Tensor, d: int, generators: Generators) -> torch.Tensor
         return images
     h, w = images.shape[-2:]
     crops = []
-    for b, g in enumerate(generators):
+    # split first: cropping the whole batch per item would make the backward build a batch-sized
+    # zero gradient per item (quadratic in the batch size)
+    for item, g in zip(images.split(1), generators):
         dy, dx = (int(v) for v in torch.randint(0, d + 1, (2,), generator=g))
-        crops.append(images[b:b + 1, :, dy:dy + h - d, dx:dx + w - d])
+        crops.append(item[:, :, dy:dy + h - d, dx:dx + w - d])
     return torch.cat(crops)
 
 
