@@ -83,7 +83,9 @@ class AppPage:
 
     def wait_for_run(self, after: int, timeout_ms: int = RUN_TIMEOUT_MS) -> None:
         """Wait until a run that finished after the count ``after`` leaves the app idle."""
-        self.page.wait_for_function(_IDLE_JS, arg=after, timeout=timeout_ms)
+        # poll on a timer: the default (requestAnimationFrame) can stall for good in headless
+        # Chromium after a large image is drawn and removed, and the wait then never ends
+        self.page.wait_for_function(_IDLE_JS, arg=after, timeout=timeout_ms, polling=100)
         self.assert_no_exception()
 
     def wait_idle(self, timeout_ms: int = RUN_TIMEOUT_MS) -> None:
