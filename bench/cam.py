@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.timing import interleaved_medians, timed  # noqa: E402
 from cnnvis_core import Engine  # noqa: E402
 from cnnvis_core.cam import METHODS, SHARED, pointing_game, silhouette  # noqa: E402
 from cnnvis_core.demo import HELD_OUT_SEED_START, sample  # noqa: E402
@@ -36,23 +37,6 @@ from cnnvis_core.demo import HELD_OUT_SEED_START, sample  # noqa: E402
 #: seeds of the pointing game: held out from training, tests and the dashboard's samples
 POINTING_SEED_START = HELD_OUT_SEED_START + 30_000_000
 GRADIENT_METHODS = ("cam", "gradcam", "gradcam++", "xgradcam", "layercam", "smoothgradcam++")
-
-
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def median_times(cases: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Every case once per round (after one warm-up round), interleaved; medians."""
-    for fn in cases.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(rounds):
-        for name, fn in cases.items():
-            times[name].append(timed(fn))
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 # ---------------------------------------------------------------------------- other libraries
@@ -127,7 +111,7 @@ def speed(engine: Engine, title: str, x: torch.Tensor, rounds: int, scorecam: bo
         cases["torchcam top-5 gradcam (5 calls)"] = lambda: [others["torchcam gradcam"]() for _ in range(5)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        times = median_times(cases, rounds)
+        times = interleaved_medians(cases, rounds)
         if scorecam:
             slow = {"cnnvis scorecam": lambda: engine.cam(x, "scorecam"), **slow}
             times.update(median_times_once(slow))

@@ -14,37 +14,18 @@ for comparison), and one 64-channel page, as ratios to the plain forward pass.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.timing import interleaved_medians  # noqa: E402
 from cnnvis_core import Engine  # noqa: E402
 from cnnvis_core import features as fx  # noqa: E402
 from cnnvis_core.render import to_png_bytes  # noqa: E402
 from cnnvis_core.sheets import sheet_png  # noqa: E402
-
-
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def side_by_side(tasks: dict[str, Callable[[], object]], runs: int) -> dict[str, float]:
-    """Median seconds of each task, the tasks interleaved run after run (after one warm-up)."""
-    for fn in tasks.values():
-        fn()
-    samples: dict[str, list[float]] = {name: [] for name in tasks}
-    for _ in range(runs):
-        for name, fn in tasks.items():
-            samples[name].append(timed(fn))
-    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def capture_bench(label: str, engine: Engine, runs: int) -> float:
@@ -52,7 +33,7 @@ def capture_bench(label: str, engine: Engine, runs: int) -> float:
     names = [layer.name for layer in engine.layers()]
     maps = engine.feature_maps(x, names)
     megabytes = sum(t.numel() * t.element_size() for t in maps.values()) / 2 ** 20
-    result = side_by_side({"plain": lambda: engine.logits(x), "capture": lambda: engine.feature_maps(x, names)}, runs)
+    result = interleaved_medians({"plain": lambda: engine.logits(x), "capture": lambda: engine.feature_maps(x, names)}, runs)
     print(f"{label}: {len(names)} layers, {megabytes:.0f} MiB of activations · plain forward "
           f"{result['plain'] * 1e3:.0f} ms · capture all layers {result['capture'] * 1e3:.0f} ms · "
           f"ratio {result['capture'] / result['plain']:.2f}×")
@@ -73,7 +54,7 @@ def main() -> None:
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     layer2 = resnet.feature_maps(x, ["layer2"])["layer2"]            # 512×28×28
     page = fx.channel_page(layer2, 0, 64, "mean").channels
-    result = side_by_side({
+    result = interleaved_medians({
         "grid": lambda: fx.channel_grid(layer2, cmap="viridis"),
         "grid+png": lambda: sheet_png(fx.channel_grid(layer2, cmap="viridis")),
         "grid+png6": lambda: to_png_bytes(fx.channel_grid(layer2, cmap="viridis")),

@@ -11,24 +11,16 @@ rounds, printed with the ratios::
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.timing import interleaved_medians  # noqa: E402
 from cnnvis_core import Engine  # noqa: E402
 from cnnvis_core.optimize.cache import cache_for  # noqa: E402
-
-
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -53,12 +45,8 @@ def main() -> None:
         "one by one, stopped at the layer": lambda: [run([c]) for c in range(channels)],
         "batched, whole network": lambda: run(list(range(channels)), stop_early=False),
     }
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    run([0])  # warm-up
-    for _ in range(args.rounds):
-        for name, fn in cases.items():
-            times[name].append(timed(fn))
-    median = {name: statistics.median(values) for name, values in times.items()}
+    run([0])  # warm-up (one unit: a warm-up round of every case would cost a whole round)
+    median = interleaved_medians(cases, args.rounds, warm_up=False)
     print(f"demo model, {args.layer} ({channels} channels), {args.steps} steps at {args.size}×{args.size} px, "
           f"lucid preset, {args.threads} CPU threads, median of {args.rounds} interleaved rounds")
     for name, seconds in median.items():

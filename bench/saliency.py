@@ -11,9 +11,7 @@ methods for comparison::
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -22,14 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.timing import interleaved_medians  # noqa: E402
 from cnnvis_core import Engine  # noqa: E402
 from cnnvis_core.deconv import reconstruct  # noqa: E402
-
-
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def cases(engine: Engine, x: torch.Tensor, target: int, deep: str) -> dict[str, Callable[[], object]]:
@@ -60,16 +53,11 @@ def cases(engine: Engine, x: torch.Tensor, target: int, deep: str) -> dict[str, 
 def bench(name: str, engine: Engine, x: torch.Tensor, deep: str, rounds: int) -> None:
     target = int(engine.logits(x).argmax())
     runs = cases(engine, x, target, deep)
-    for fn in runs.values():  # warm-up
-        fn()
-    times: dict[str, list[float]] = {key: [] for key in runs}
-    for _ in range(rounds):
-        for key, fn in runs.items():
-            times[key].append(timed(fn))
-    base = statistics.median(times["forward (reference)"])
+    median = interleaved_medians(runs, rounds)
+    base = median["forward (reference)"]
     print(f"\n{name}: one forward pass {base * 1e3:.1f} ms (median of {rounds})")
-    for key, values in times.items():
-        print(f"  {key:<48} {statistics.median(values) / base:6.2f}×")
+    for key, seconds in median.items():
+        print(f"  {key:<48} {seconds / base:6.2f}×")
 
 
 def main() -> None:

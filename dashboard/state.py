@@ -100,6 +100,24 @@ def current_image() -> ChosenImage | None:
     return st.session_state.get("_image")
 
 
+def require_engine() -> Engine:
+    """The chosen model's engine; without one, a hint in the page and the page stops here."""
+    engine = current_engine()
+    if engine is None:
+        st.info("Choose a model in the sidebar.")
+        st.stop()
+    return engine
+
+
+def require_engine_and_image() -> tuple[Engine, ChosenImage]:
+    """The chosen engine and image; without both, a hint in the page and the page stops here."""
+    engine, chosen = current_engine(), current_image()
+    if engine is None or chosen is None:
+        st.info("Choose a model and an image in the sidebar.")
+        st.stop()
+    return engine, chosen
+
+
 def model_key() -> str:
     choice: ModelChoice | None = st.session_state.get("_model_choice")
     return repr(choice)

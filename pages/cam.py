@@ -7,7 +7,7 @@ from cnnvis_core.cam import METHODS, TITLES
 from cnnvis_core.render import COLORMAPS
 from dashboard import cam as glue
 from dashboard.saliency_panel import saliency_panel
-from dashboard.state import current_engine, current_image, show_error
+from dashboard.state import require_engine_and_image, show_error
 
 ANOTHER = -1
 COMPARE_DEFAULT = ["cam", "gradcam", "gradcam++", "layercam"]
@@ -114,10 +114,7 @@ def compare(engine, chosen, view, layer, target: int, alpha: float, cmap: str) -
 
 
 st.header("Class activation maps")
-engine, chosen = current_engine(), current_image()
-if engine is None or chosen is None:
-    st.info("Choose a model and an image in the sidebar.")
-    st.stop()
+engine, chosen = require_engine_and_image()
 
 try:
     layers = [info.name for info in engine.cam_layers()]

@@ -5,17 +5,14 @@ import streamlit as st
 
 from cnnvis_core import CnnvisError, images
 from dashboard import dead as glue
-from dashboard.state import current_engine, show_error
+from dashboard.state import require_engine, show_error
 
 SOURCES = {"demo": "Samples from the demo generator", "uploads": "My uploads"}
 
 st.header("Dead channels")
 st.caption("A channel is dead on a set of images when its largest |activation| over every image and "
            "position is at most ε. Examined: every conv and ReLU layer with feature maps.")
-engine = current_engine()
-if engine is None:
-    st.info("Choose a model in the sidebar.")
-    st.stop()
+engine = require_engine()
 
 source_col, count_col, eps_col = st.columns([2, 2, 1])
 source = source_col.radio("Images", list(SOURCES), format_func=SOURCES.get, key="dead_source", horizontal=True)

@@ -5,7 +5,7 @@ import streamlit as st
 from cnnvis_core import CnnvisError
 from cnnvis_core.render import COLORMAPS, DIVERGING
 from dashboard import kernels as glue
-from dashboard.state import current_engine, show_error
+from dashboard.state import require_engine, show_error
 from dashboard.widgets import clamp, default, persist
 
 SCALING_LABELS = {"each": "each kernel on its own (shape)",
@@ -18,10 +18,7 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 
 st.header("Kernels")
-engine = current_engine()
-if engine is None:
-    st.info("Choose a model in the sidebar.")
-    st.stop()
+engine = require_engine()
 
 try:
     shapes = glue.conv_shapes(engine)

@@ -5,7 +5,7 @@ import streamlit as st
 from cnnvis_core import CnnvisError
 from cnnvis_core.render import COLORMAPS
 from dashboard import features as glue
-from dashboard.state import current_engine, current_image, show_error
+from dashboard.state import require_engine_and_image, show_error
 from dashboard.widgets import clamp, default, persist
 
 SPATIAL_VIEWS = ("Channels", "One channel", "Mean & sum", "All layers", "Statistics")
@@ -114,10 +114,7 @@ def values_view(engine, chosen, info) -> None:
 
 
 st.header("Layer browser")
-engine, chosen = current_engine(), current_image()
-if engine is None or chosen is None:
-    st.info("Choose a model and an image in the sidebar.")
-    st.stop()
+engine, chosen = require_engine_and_image()
 
 try:
     layers, _ = glue.layer_capture(engine, chosen)

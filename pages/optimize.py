@@ -5,15 +5,12 @@ import streamlit as st
 from cnnvis_core import CnnvisError
 from cnnvis_core.optimize import DESCRIPTIONS, PRESETS
 from dashboard import optimize_view as view
-from dashboard.state import current_engine, show_error
+from dashboard.state import require_engine, show_error
 
 st.header("Filter optimisation")
 st.caption("Start from noise and follow the gradient of a unit's activation with respect to the image "
            "(activation maximisation). All chosen units run as one batch; the forward stops at the layer.")
-engine = current_engine()
-if engine is None:
-    st.info("Choose a model in the sidebar.")
-    st.stop()
+engine = require_engine()
 
 kind = st.radio("Objective", list(view.KIND_LABELS), format_func=view.KIND_LABELS.get, horizontal=True,
                 key="opt_kind")

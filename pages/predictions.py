@@ -4,7 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from cnnvis_core import CnnvisError
-from dashboard.state import current_engine, current_image, model_key, show_error
+from dashboard.state import model_key, require_engine_and_image, show_error
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
@@ -13,10 +13,7 @@ def _top5(_engine, engine_key: str, _image, image_key: str) -> list[tuple[int, s
 
 
 st.header("Predictions")
-engine, chosen = current_engine(), current_image()
-if engine is None or chosen is None:
-    st.info("Choose a model and an image in the sidebar.")
-    st.stop()
+engine, chosen = require_engine_and_image()
 
 left, right = st.columns([1, 2])
 with left:

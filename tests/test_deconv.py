@@ -155,7 +155,7 @@ def test_hooks_gone_after_a_forward_that_raised():
             self.head = nn.Linear(4, 2)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            h = self.features[1](self.features[0](x))
+            self.features[1](self.features[0](x))
             raise RuntimeError("boom")
 
     engine = Engine(Exploding(), input_size=(12, 12), device="cpu")
