@@ -97,6 +97,11 @@ class Engine:
         self._lock = threading.RLock()
         self._layers: list[LayerInfo] | None = None
         self._categories = list(categories) if categories is not None else None
+        # The model's structure is taken as fixed from here on (layers() is cached too): its
+        # submodules are listed once, not walked again around every call.
+        self._modules: dict[str, nn.Module] = dict(self.model.named_modules())
+        self._module_list = tuple(self._modules.values())
+        self._default_cam_layer: str | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -124,8 +129,16 @@ class Engine:
     @contextmanager
     def session(self) -> Iterator[nn.Module]:
         """Exclusive use of the model for one call: the lock held, every module in eval mode."""
-        with self._lock, eval_mode(self.model):
+        with self._lock, eval_mode(self.model, self._module_list):
             yield self.model
+
+    def module(self, name: str) -> nn.Module:
+        """The submodule called ``name`` (as in ``model.named_modules()``); ``KeyError`` if none."""
+        return self._modules[name]
+
+    def modules_of_type(self, kind: type) -> list[nn.Module]:
+        """The submodules that are instances of ``kind``, in registration order."""
+        return [module for module in self._module_list if isinstance(module, kind)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """One counted forward pass of the model (call inside :meth:`session`)."""
@@ -315,8 +328,10 @@ class Engine:
 
     def default_cam_layer(self) -> str:
         """The layer ``layer=None`` means: the last spatial layer before global pooling."""
-        from .cam import default_layer
-        return default_layer(self.layers(), self.model).name
+        if self._default_cam_layer is None:
+            from .cam import default_layer
+            self._default_cam_layer = default_layer(self.layers(), self.model).name
+        return self._default_cam_layer
 
     def model_view(self, image: ImageLike):
         """The RGB PIL image of the tensor the model sees (after resize/crop), for overlays."""

@@ -68,13 +68,14 @@ def capture_outputs(model: nn.Module, names: Collection[str], *, clone: bool = T
 
 
 @contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+def eval_mode(model: nn.Module, modules: Collection[nn.Module] | None = None) -> Iterator[nn.Module]:
     """Put every submodule in eval mode for the block and restore each one's flag afterwards.
 
     Only flags that need a change are written (``nn.Module.__setattr__`` is slow, and this
-    runs around every model call): a model already in eval mode costs one walk over it.
+    runs around every model call): a model already in eval mode costs one look at each
+    module. ``modules``: all of ``model.modules()`` when the caller has them listed already.
     """
-    flags = [(m, m.training) for m in model.modules()]
+    flags = [(m, m.training) for m in (model.modules() if modules is None else modules)]
     try:
         if any(training for _, training in flags):
             model.eval()

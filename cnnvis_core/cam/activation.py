@@ -16,10 +16,12 @@ channels does not change when the same number is subtracted from every channel's
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
 from ..errors import InputError, LayerError, ModelError
 from .base import CamResult, LayerPass, Target, layer_pass, results, unit_scale, upsample, weighted_sum
@@ -47,18 +49,16 @@ def cam_weights(run: LayerPass, layer: str, automatic: bool = False) -> torch.Te
 
     Refusals: :class:`ModelError` when the model does not end that way for its automatic
     layer (no linear layer, an MLP head, a pooled tensor no module outputs), else
-    :class:`LayerError` for a layer that is not the pooled one.
+    :class:`LayerError` for a layer that is not the pooled one. The structure does not change
+    from one image to the next, so a check passed is remembered (per linear layer and layer name).
     """
     advice = "Use 'gradcam' instead: where CAM applies it gives the same map up to a factor, and it works on any model."
     if run.linear is None:
         raise ModelError(f"CAM needs a model that ends in global average pooling and one linear layer; this model "
                          f"has no linear layer. {advice}")
     linear, features, output = run.linear
-    pooled = run.activation.mean((-2, -1))
-    scale = float(pooled.abs().max()) + 1e-6
-    fits = (output.shape == run.logits.shape and torch.allclose(output, run.logits, rtol=1e-4, atol=1e-5)
-            and features.shape == pooled.shape and torch.allclose(features, pooled, rtol=1e-4, atol=1e-5 * scale))
-    if fits:
+    if layer in _passed.get(linear, ()) or _head_fits(run, features, output):
+        _passed.setdefault(linear, set()).add(layer)
         return linear.weight.detach()[run.targets].to(run.activation.dtype)
     if automatic:
         raise ModelError("CAM needs a model whose output is one linear layer applied to the global average of its "
@@ -66,6 +66,18 @@ def cam_weights(run: LayerPass, layer: str, automatic: bool = False) -> torch.Te
                          f"something no module outputs). {advice}")
     raise LayerError(f"CAM needs the layer whose global average feeds the final linear layer, and {layer!r} is not "
                      f"it. Leave the layer on automatic, or {advice[0].lower()}{advice[1:]}")
+
+
+def _head_fits(run: LayerPass, features: torch.Tensor, output: torch.Tensor) -> bool:
+    """Whether the linear layer's input is the pass's pooled activation and its output the logits."""
+    pooled = run.activation.mean((-2, -1))
+    scale = float(pooled.abs().max()) + 1e-6
+    return (output.shape == run.logits.shape and torch.allclose(output, run.logits, rtol=1e-4, atol=1e-5)
+            and features.shape == pooled.shape and torch.allclose(features, pooled, rtol=1e-4, atol=1e-5 * scale))
+
+
+#: linear layer → the layers whose pooled activation it was seen to read (checks passed)
+_passed: weakref.WeakKeyDictionary[nn.Module, set[str]] = weakref.WeakKeyDictionary()
 
 
 # ---------------------------------------------------------------------------- the Score-CAM family

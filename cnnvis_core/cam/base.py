@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -60,7 +61,11 @@ class CamResult:
 # ---------------------------------------------------------------------------- layers
 def cam_layers(layers: Sequence[LayerInfo]) -> list[LayerInfo]:
     """Layers a CAM can use: a ``(C, H, W)`` output with more than one position."""
-    return [info for info in layers if info.is_spatial and info.output_shape[1] * info.output_shape[2] > 1]
+    return [info for info in layers if _has_map(info)]
+
+
+def _has_map(info: LayerInfo) -> bool:
+    return info.is_spatial and info.output_shape[1] * info.output_shape[2] > 1
 
 
 def default_layer(layers: Sequence[LayerInfo], model: nn.Module | None = None) -> LayerInfo:
@@ -97,17 +102,13 @@ def resolve_layer(layers: Sequence[LayerInfo], name: str | None, model: nn.Modul
         from ..layers import find_layer
         find_layer(list(layers), name)  # raises with close names
     info = found[0]
-    if info not in cam_layers(layers):
+    if not _has_map(info):
         suitable = [i.name for i in cam_layers(layers)][-4:]
         shape = "×".join(map(str, info.output_shape))
         raise LayerError(f"Layer {name!r} outputs {shape}, not a spatial map (C×H×W with H·W > 1), so it has no "
                          f"class activation map. Pick a layer with feature maps, e.g. "
                          f"{', '.join(repr(s) for s in suitable)} (the default is the last of them).")
     return info
-
-
-def module_named(model: nn.Module, name: str) -> nn.Module:
-    return dict(model.named_modules())[name]
 
 
 # ---------------------------------------------------------------------------- classes
@@ -133,7 +134,9 @@ def resolve_targets(logits: torch.Tensor, targets: Sequence[Target] | None, top:
     n = int(logits.shape[-1])
     if targets is not None:
         return [class_index(t, categories, n) for t in targets]
-    return logits.detach().float().topk(max(1, min(int(top), n))).indices.tolist()
+    if int(top) <= 1:  # numpy's argmax, like torch's, takes the first of equal maxima
+        return [int(logits.detach().float().cpu().numpy().argmax())]
+    return logits.detach().float().topk(min(int(top), n)).indices.tolist()
 
 
 # ---------------------------------------------------------------------------- the pass
@@ -151,8 +154,8 @@ class LayerPass:
 
 
 @contextmanager
-def watch_layer(model: nn.Module, name: str, differentiable: bool) -> Iterator[dict[str, torch.Tensor]]:
-    """Record the output of layer ``name`` during the block (its last call wins).
+def watch_layer(module: nn.Module, differentiable: bool) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the output of ``module`` during the block (its last call wins).
 
     ``differentiable=True``: the output is replaced by a clone of a new autograd leaf, the
     recorded tensor, so that ``torch.autograd.grad(score, record["a"])`` reaches exactly that
@@ -170,24 +173,20 @@ def watch_layer(model: nn.Module, name: str, differentiable: bool) -> Iterator[d
         record["a"] = leaf
         return leaf.clone()
 
-    with registered([module_named(model, name).register_forward_hook(hook)]):
+    with registered([module.register_forward_hook(hook)]):
         yield record
 
 
 @contextmanager
-def watch_linear(model: nn.Module, wanted: bool) -> Iterator[dict[str, object]]:
-    """Record the input and output of the model's last ``nn.Linear`` (when ``wanted``)."""
+def watch_linear(linears: Sequence[nn.Module]) -> Iterator[dict[str, object]]:
+    """Record the input and output of the last of ``linears`` to run during the block."""
     record: dict[str, object] = {}
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)] if wanted else []
-    handles = []
 
     def hook(module: nn.Module, inputs: tuple, output: object) -> None:
         if inputs and isinstance(inputs[0], torch.Tensor) and isinstance(output, torch.Tensor):
             record["last"] = (module, inputs[0].detach(), output.detach())
 
-    with registered(handles):
-        for module in linears:
-            handles.append(module.register_forward_hook(hook))
+    with registered([module.register_forward_hook(hook) for module in linears]):
         yield record
 
 
@@ -199,8 +198,9 @@ def layer_pass(engine: Engine, x: torch.Tensor, layer: str, targets: Sequence[Ta
     Targets are resolved on the first image of the batch. Runs inside the engine's session
     and counts its passes; every hook is gone when it returns or raises.
     """
-    with engine.session() as model:
-        with watch_layer(model, layer, gradients) as seen, watch_linear(model, linear) as last, \
+    linears = engine.modules_of_type(nn.Linear) if linear else []
+    with engine.session():
+        with watch_layer(engine.module(layer), gradients) as seen, watch_linear(linears) as last, \
                 torch.set_grad_enabled(gradients):
             logits = engine.forward(x)
         if "a" not in seen:
@@ -212,14 +212,15 @@ def layer_pass(engine: Engine, x: torch.Tensor, layer: str, targets: Sequence[Ta
 
 def _gradients(engine: Engine, logits: torch.Tensor, activation: torch.Tensor, classes: list[int]) -> torch.Tensor:
     """``∂ logits[b, c] / ∂ activation[b]`` for every class ``c``: ``(T, B, C, h, w)``, one backward."""
-    count = len(classes)
+    # Seed 1 at [b, c] for every item b (items of a batch do not interact in eval mode): rows of
+    # the identity, broadcast over the batch without a copy.
+    eye = _identity(int(logits.shape[-1]), logits.device, logits.dtype)
     try:
-        if count == 1:  # Σ_b logits[b, c]: items of a batch do not interact in eval mode
-            (grad,) = torch.autograd.grad(logits[:, classes[0]].sum(), activation)
+        if len(classes) == 1:
+            (grad,) = torch.autograd.grad(logits, activation, eye[classes[0]].expand_as(logits))
             grad = grad.unsqueeze(0)
         else:
-            seeds = torch.zeros((count, *logits.shape), dtype=logits.dtype, device=logits.device)
-            seeds[torch.arange(count), :, torch.tensor(classes)] = 1.0
+            seeds = eye[classes].unsqueeze(1).expand(len(classes), *logits.shape)
             (grad,) = torch.autograd.grad(logits, activation, seeds, is_grads_batched=True)
     except RuntimeError as error:
         if "does not require grad" in str(error) or "not have been used" in str(error):
@@ -230,41 +231,79 @@ def _gradients(engine: Engine, logits: torch.Tensor, activation: torch.Tensor, c
     return grad.detach()
 
 
+@lru_cache(maxsize=8)
+def _identity(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return torch.eye(n, device=device, dtype=dtype)
+
+
 # ---------------------------------------------------------------------------- maps
 def weighted_sum(weights: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
-    """``Σ_k w_k A_k`` for each row of ``weights`` (``(T, C)``) and ``activation`` (``(C, h, w)``)."""
-    return torch.einsum("tc,chw->thw", weights, activation)
+    """``Σ_k w_k A_k`` for each row of ``weights`` (``(T, C)``) and ``activation`` (``(C, h, w)``): ``(T, h, w)``."""
+    return (weights @ activation.flatten(1)).view(-1, *activation.shape[1:])
 
 
-def upsample(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Maps ``(T, h, w)`` → ``(T, H, W)``, bilinear with ``align_corners=False``."""
-    return F.interpolate(raw.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
+@lru_cache(maxsize=64)
+def _interpolation(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The ``(n_out, n_in)`` matrix of 1-D linear interpolation with ``align_corners=False``,
+    read off ``F.interpolate`` applied to the identity (so it is PyTorch's own rule, edge
+    clamping included)."""
+    eye = torch.eye(n_in, dtype=torch.float64).unsqueeze(1)
+    matrix = F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[:, 0].T
+    return matrix.to(device, dtype).contiguous()
+
+
+def upsample(raw: torch.Tensor | np.ndarray, size: tuple[int, int]) -> torch.Tensor | np.ndarray:
+    """Maps ``(T, h, w)`` → ``(T, H, W)``, bilinear with ``align_corners=False``; a tensor stays
+    on its device, a float32 array stays an array.
+
+    Bilinear interpolation is separable: ``Up(M) = R · M · Cᵀ`` with ``R`` (``H×h``) and ``C``
+    (``W×w``) the 1-D interpolation matrices, which is what is computed (two small matrix
+    products instead of a pass that recomputes the source positions of every pixel; equal to
+    ``F.interpolate(…, mode="bilinear", align_corners=False)`` to float rounding).
+    """
+    array = isinstance(raw, np.ndarray)
+    device, dtype = (torch.device("cpu"), torch.float32) if array else (raw.device, raw.dtype)
+    rows = _interpolation(int(raw.shape[-2]), int(size[0]), device, dtype)
+    cols = _interpolation(int(raw.shape[-1]), int(size[1]), device, dtype)
+    if array:
+        rows, cols = rows.numpy(), cols.numpy()
+    return rows @ raw @ cols.T
 
 
 def unit_scale(maps: torch.Tensor) -> torch.Tensor:
     """Each map ``(T, H, W)`` min–max scaled to [0, 1]; a constant map becomes all zeros."""
     flat = maps.flatten(1)
-    low, high = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
+    low, high = torch.aminmax(flat, dim=1, keepdim=True)
     span = high - low
-    scaled = torch.where(span > 0, (flat - low) / torch.where(span > 0, span, 1.0), 0.0)
-    return scaled.view_as(maps)
+    # A constant map has flat − low = 0 everywhere, so dividing it by 1 gives the zeros.
+    return ((flat - low) / torch.where(span > 0, span, 1.0)).view_as(maps)
 
 
-def results(raw: torch.Tensor, size: tuple[int, int], classes: Sequence[int], layer: str, method: str,
-            scores: torch.Tensor) -> list[CamResult]:
-    """One :class:`CamResult` per row of ``raw`` (``(T, h, w)``), maps at ``size``."""
-    raw = raw.detach().float()
-    maps = unit_scale(upsample(raw, size)).cpu().numpy()
-    raw_np = raw.cpu().numpy()
-    out = []
-    for i, cls in enumerate(classes):
-        out.append(CamResult(_own(maps[i]), _own(raw_np[i]), int(cls), layer, method,
-                             float(scores[0, cls])))
-    return out
+def unit_scale_array(maps: np.ndarray) -> np.ndarray:
+    """:func:`unit_scale` for a float array ``(T, H, W)``, in place (numpy's small operations
+    cost a fraction of torch's, and the maps end up as arrays anyway)."""
+    flat = maps.reshape(len(maps), -1)
+    low = flat.min(1, keepdims=True)
+    span = flat.max(1, keepdims=True) - low
+    np.subtract(flat, low, out=flat)
+    np.divide(flat, np.where(span > 0, span, 1.0).astype(flat.dtype), out=flat)
+    return maps
 
 
-def _own(array: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(array, dtype=np.float32).copy()
+def results(raw: torch.Tensor, size: tuple[int, int], classes: Sequence[int], layer: str,
+            method: str | Sequence[str], scores: torch.Tensor) -> list[CamResult]:
+    """One :class:`CamResult` per row of ``raw`` (``(T, h, w)``), maps at ``size``; ``method``
+    names them all, or each row when it is a sequence.
+
+    Upsampling and scaling run on the CPU in numpy, whatever the device: the low-resolution
+    maps are tiny, and the results are arrays.
+    """
+    raw_np = np.ascontiguousarray(raw.detach().float().cpu().numpy())
+    maps = unit_scale_array(np.ascontiguousarray(upsample(raw_np, size), dtype=np.float32))
+    values = scores[0].detach().float().cpu().numpy()
+    names = [method] * len(classes) if isinstance(method, str) else list(method)
+    return [CamResult(maps[i], raw_np[i], int(cls), layer, names[i], float(values[cls]))
+            for i, cls in enumerate(classes)]
 
 
 MapFunction = Callable[..., torch.Tensor]

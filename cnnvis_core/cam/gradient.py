@@ -22,9 +22,9 @@ if TYPE_CHECKING:
 
 
 def _safe_divide(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
-    """``numerator / denominator`` where the denominator is non-zero, else 0."""
-    nonzero = denominator != 0
-    return torch.where(nonzero, numerator / torch.where(nonzero, denominator, 1.0), 0.0)
+    """``numerator / denominator`` where the denominator is non-zero, else 0 (the quotient's
+    infinities and NaNs there are never picked)."""
+    return torch.where(denominator != 0, numerator / denominator, 0.0)
 
 
 def gradcam(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
@@ -33,7 +33,12 @@ def gradcam(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     ``w_k = (1/hw) Σ_ij g_k(i, j)`` (global-average-pooled gradient),
     ``L = ReLU(Σ_k w_k A_k)``.
     """
-    return torch.relu(weighted_sum(G.mean((-2, -1)), A))
+    return torch.relu(weighted_sum(gradcam_weights(A, G), A))
+
+
+def gradcam_weights(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM's ``w`` (see :func:`gradcam`): ``(T, C)``."""
+    return G.mean((-2, -1))
 
 
 def gradcam_pp(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
@@ -46,10 +51,16 @@ def gradcam_pp(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
         w_k = Σ_ij α_k(i, j) · ReLU(g_k(i, j)),        L = ReLU(Σ_k w_k A_k)
 
     Where ``g > 0`` (elsewhere ``ReLU(g) = 0``), ``α · ReLU(g) = g / (2 + Σ_ab A_k · g)``, which is
-    what is computed (fewer passes over the tensors; 0 where ``2 + Σ A · g = 0``).
+    what is computed (fewer passes over the tensors). Where ``2 + Σ A · g = 0`` the quotient is
+    not finite (``g / 0`` or ``0 / 0``) and is set to 0, as the formula says.
     """
-    denominator = 2 + A.sum((-2, -1), keepdim=True) * G
-    return torch.relu(weighted_sum(_safe_divide(torch.relu(G), denominator).sum((-2, -1)), A))
+    return torch.relu(weighted_sum(gradcam_pp_weights(A, G), A))
+
+
+def gradcam_pp_weights(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM++'s ``w`` (see :func:`gradcam_pp`): ``(T, C)``."""
+    quotient = torch.relu(G).div_(G * A.sum((-2, -1), keepdim=True) + 2)
+    return quotient.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0).sum((-2, -1))
 
 
 def _plus_plus_weights(A: torch.Tensor, D1: torch.Tensor, D2: torch.Tensor, D3: torch.Tensor) -> torch.Tensor:
@@ -64,8 +75,12 @@ def xgradcam(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     ``w_k = Σ_ij (A_k(i, j) / Σ_ab A_k(a, b)) · g_k(i, j)`` (0 for a channel whose sum is 0),
     ``L = ReLU(Σ_k w_k A_k)``.
     """
-    share = _safe_divide(A, A.sum((-2, -1), keepdim=True))
-    return torch.relu(weighted_sum((share * G).sum((-2, -1)), A))
+    return torch.relu(weighted_sum(xgradcam_weights(A, G), A))
+
+
+def xgradcam_weights(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+    """XGrad-CAM's ``w`` (see :func:`xgradcam`): ``Σ_ij A·g / Σ_ab A`` per channel, ``(T, C)``."""
+    return _safe_divide((A * G).sum((-2, -1)), A.sum((-2, -1)))
 
 
 def layercam(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
@@ -78,6 +93,8 @@ def layercam(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
 
 #: the gradient methods that need only ``A`` and ``G`` of one pass
 FORMULAS = {"gradcam": gradcam, "gradcam++": gradcam_pp, "xgradcam": xgradcam, "layercam": layercam}
+#: those whose map is ``ReLU(Σ_k w_k A_k)``: their channel weights ``w`` (``(T, C)``)
+CHANNEL_WEIGHTS = {"gradcam": gradcam_weights, "gradcam++": gradcam_pp_weights, "xgradcam": xgradcam_weights}
 
 
 def smooth_gradcam_pp(engine: Engine, x: torch.Tensor, layer: str, targets: Sequence[Target] | None, top: int,

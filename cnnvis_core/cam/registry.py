@@ -10,15 +10,14 @@ many target classes, they come from ONE forward and at most ONE backward pass.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import CnnvisError, InputError
 from .activation import FAMILY, cam, cam_weights, score_cam
-from .base import CamResult, Target, layer_pass, resolve_layer, results
-from .gradient import FORMULAS, smooth_gradcam_pp
+from .base import CamResult, Target, layer_pass, resolve_layer, results, weighted_sum
+from .gradient import CHANNEL_WEIGHTS, layercam, smooth_gradcam_pp
 
 if TYPE_CHECKING:
     from ..engine import Engine, ImageLike
@@ -81,7 +80,7 @@ def compute(engine: Engine, image: ImageLike, methods: Sequence[str] | None, lay
     names = list(SHARED) if methods is None else check_methods(methods)
     _check_options(names, options)
     x = engine.preprocess(image)
-    info = resolve_layer(engine.layers(), layer, engine.model)
+    info = resolve_layer(engine.layers(), layer if layer is not None else engine.default_cam_layer(), engine.model)
     out: dict[str, list[CamResult]] = {}
     shared = [name for name in names if name in SHARED]
     if shared:
@@ -103,21 +102,24 @@ def _shared(engine: Engine, x: torch.Tensor, layer: str, names: list[str], targe
     """The methods of :data:`SHARED`: one forward, and one backward unless only CAM is asked for."""
     gradients = any(name != "cam" for name in names)
     run = layer_pass(engine, x, layer, targets, top, gradients=gradients, linear="cam" in names)
-    A = run.activation[0]
+    A, G = run.activation[0], (run.grads[:, 0] if gradients else None)
     raws: dict[str, torch.Tensor] = {}
-    for name in names:
-        if name == "cam":
-            try:
-                raws[name] = cam(A, cam_weights(run, layer, automatic))
-            except CnnvisError:
-                if optional_cam:
-                    continue
+    if "cam" in names:
+        try:
+            raws["cam"] = cam(A, cam_weights(run, layer, automatic))
+        except CnnvisError:
+            if not optional_cam:
                 raise
-        else:
-            raws[name] = FORMULAS[name](A, run.grads[:, 0])
+    # Grad-CAM, Grad-CAM++ and XGrad-CAM are all ReLU(Σ_k w_k A_k): one product for all their weights.
+    weighted = [name for name in names if name in CHANNEL_WEIGHTS]
+    if weighted:
+        rows = torch.cat([CHANNEL_WEIGHTS[name](A, G) for name in weighted])
+        for name, maps in zip(weighted, torch.relu(weighted_sum(rows, A)).split(len(run.targets))):
+            raws[name] = maps
+    if "layercam" in names:
+        raws["layercam"] = layercam(A, G)
     # All maps upsampled and scaled together: one call instead of one per method.
     count = len(run.targets)
-    together = results(torch.cat(list(raws.values())), tuple(x.shape[-2:]), run.targets * len(raws), layer, "",
-                       run.logits)
-    return {name: [replace(r, method=name) for r in together[i * count:(i + 1) * count]]
-            for i, name in enumerate(raws)}
+    together = results(torch.cat(list(raws.values())), tuple(x.shape[-2:]), run.targets * len(raws), layer,
+                       [name for name in raws for _ in run.targets], run.logits)
+    return {name: together[i * count:(i + 1) * count] for i, name in enumerate(raws)}
