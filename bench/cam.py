@@ -113,7 +113,9 @@ def speed(engine: Engine, title: str, x: torch.Tensor, rounds: int, scorecam: bo
         warnings.simplefilter("ignore")
         times = interleaved_medians(cases, rounds)
         if scorecam:
-            slow = {"cnnvis scorecam": lambda: engine.cam(x, "scorecam"), **slow}
+            slow = {"cnnvis scorecam": lambda: engine.cam(x, "scorecam"),
+                    "cnnvis scorecam, precision='bfloat16' (opt-in)":
+                        lambda: engine.cam(x, "scorecam", precision="bfloat16"), **slow}
             times.update(median_times_once(slow))
     base = times["forward (reference)"]
     print(f"\n## {title}: layer {layer}, input {tuple(x.shape)}, one forward = {base * 1000:.1f} ms\n")
@@ -121,6 +123,22 @@ def speed(engine: Engine, title: str, x: torch.Tensor, rounds: int, scorecam: bo
     for name, seconds in times.items():
         print(f"| {name} | {seconds * 1000:.1f} ms | {seconds / base:.2f} |")
     goals(times, base, scorecam)
+    if scorecam:
+        masked_throughput(engine, x, times["cnnvis scorecam"])
+
+
+def masked_throughput(engine: Engine, x: torch.Tensor, seconds: float) -> None:
+    """How close Score-CAM runs to the machine's float32 speed: the FLOPs of one call (torch's
+    FLOP counter: every convolution and matrix product of its forwards) per second of its time."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as whole:
+        engine.cam(x, "scorecam")
+    with FlopCounterMode(display=False) as one, torch.inference_mode():
+        engine.model(x)
+    flops = whole.get_total_flops()
+    print(f"- Score-CAM: {flops / 1e9:.1f} GFLOP in all (about {flops / one.get_total_flops():.0f} forwards' worth) "
+          f"in {seconds * 1000:.0f} ms: {flops / seconds / 1e9:.0f} GFLOP/s in float32")
 
 
 def goals(times: dict[str, float], base: float, scorecam: bool) -> None:
