@@ -9,7 +9,9 @@ sessions (the engine is thread-safe); per-user choices stay in ``st.session_stat
 from __future__ import annotations
 
 import hashlib
+import runpy
 from dataclasses import dataclass
+from pathlib import Path
 
 import streamlit as st
 from PIL import Image
@@ -17,6 +19,8 @@ from PIL import Image
 from cnnvis_core import CnnvisError, Engine, load_image_with_notes
 from cnnvis_core.demo import HELD_OUT_SEED_START, CLASSES, sample
 
+#: the navigation frame every page runs in
+APP = Path(__file__).resolve().parents[1] / "app.py"
 #: first seed of the dashboard's sample images (held out from training)
 SAMPLE_SEED_START = HELD_OUT_SEED_START + 20_000_000
 SAMPLE_COUNT = 16
@@ -98,6 +102,23 @@ def current_engine() -> Engine | None:
 def current_image() -> ChosenImage | None:
     """The image chosen in the sidebar, or None when none is usable."""
     return st.session_state.get("_image")
+
+
+def require_frame() -> None:
+    """Make sure the page runs inside ``app.py``'s navigation frame (its sidebar); call it first.
+
+    Streamlit treats a ``pages/`` folder as the old file-based page list until ``st.navigation``
+    has run once in the server process: a page URL opened first on a fresh server (a bookmark,
+    a reload after a restart) runs that page file alone, with no model or image choice. Such a
+    run executes ``app.py`` in its place, which switches Streamlit to ``app.py``'s navigation and
+    shows the same page inside the frame in this same run (no rerun, so no click is lost), then
+    stops.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        runpy.run_path(str(APP), run_name="__main__")
+        st.stop()
 
 
 def require_engine() -> Engine:

@@ -7,7 +7,9 @@ from cnnvis_core.cam import METHODS, TITLES
 from cnnvis_core.render import COLORMAPS
 from dashboard import cam as glue
 from dashboard.saliency_panel import saliency_panel
-from dashboard.state import require_engine_and_image, show_error
+from dashboard.state import require_engine_and_image, require_frame, show_error
+
+require_frame()  # a page URL opened first on a fresh server: run it in app.py's frame
 
 ANOTHER = -1
 COMPARE_DEFAULT = ["cam", "gradcam", "gradcam++", "layercam"]

@@ -5,7 +5,9 @@ import streamlit as st
 
 from cnnvis_core import CnnvisError, images
 from dashboard import dead as glue
-from dashboard.state import require_engine, show_error
+from dashboard.state import require_engine, require_frame, show_error
+
+require_frame()  # a page URL opened first on a fresh server: run it in app.py's frame
 
 SOURCES = {"demo": "Samples from the demo generator", "uploads": "My uploads"}
 

@@ -5,8 +5,10 @@ import streamlit as st
 from cnnvis_core import CnnvisError
 from cnnvis_core.render import COLORMAPS, DIVERGING
 from dashboard import kernels as glue
-from dashboard.state import require_engine, show_error
+from dashboard.state import require_engine, require_frame, show_error
 from dashboard.widgets import clamp, default, persist
+
+require_frame()  # a page URL opened first on a fresh server: run it in app.py's frame
 
 SCALING_LABELS = {"each": "each kernel on its own (shape)",
                   "shared": "one symmetric scale for the layer (sign and strength)"}

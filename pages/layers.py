@@ -5,8 +5,10 @@ import streamlit as st
 from cnnvis_core import CnnvisError
 from cnnvis_core.render import COLORMAPS
 from dashboard import features as glue
-from dashboard.state import require_engine_and_image, show_error
+from dashboard.state import require_engine_and_image, require_frame, show_error
 from dashboard.widgets import clamp, default, persist
+
+require_frame()  # a page URL opened first on a fresh server: run it in app.py's frame
 
 SPATIAL_VIEWS = ("Channels", "One channel", "Mean & sum", "All layers", "Statistics")
 VECTOR_VIEWS = ("Values", "All layers", "Statistics")

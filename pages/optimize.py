@@ -5,7 +5,9 @@ import streamlit as st
 from cnnvis_core import CnnvisError
 from cnnvis_core.optimize import DESCRIPTIONS, PRESETS
 from dashboard import optimize_view as view
-from dashboard.state import require_engine, show_error
+from dashboard.state import require_engine, require_frame, show_error
+
+require_frame()  # a page URL opened first on a fresh server: run it in app.py's frame
 
 st.header("Filter optimisation")
 st.caption("Start from noise and follow the gradient of a unit's activation with respect to the image "

@@ -4,7 +4,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from cnnvis_core import CnnvisError
-from dashboard.state import model_key, require_engine_and_image, show_error
+from dashboard.state import model_key, require_engine_and_image, require_frame, show_error
+
+require_frame()  # a page URL opened first on a fresh server: run it in app.py's frame
 
 
 @st.cache_data(max_entries=256, show_spinner=False)

@@ -1,10 +1,10 @@
 """Helpers for driving the dashboard with Streamlit's AppTest.
 
-AppTest 1.67 quirk: after a rerun that requests a page by its script hash (which AppTest
-does after the first run of an ``st.navigation`` app), the element tree no longer holds
-what the navigation frame wrote into the sidebar, although the frame ran and its widgets
-kept their state (checked with a three-line app; the browser shows the sidebar). Rerunning
-with an empty page request runs the default page with the sidebar visible.
+AppTest starts every run as a fresh server would: a page requested by its script hash first
+runs alone, as Streamlit's old ``pages/`` folder convention has it, until ``app.py`` has called
+``st.navigation``. Each page's first call, ``dashboard.state.require_frame()``, then runs
+``app.py`` in its place, so the element tree holds the sidebar the navigation frame writes, as
+the browser shows it.
 """
 
 from __future__ import annotations
@@ -21,10 +21,3 @@ def open_app(timeout: float = 120) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=timeout)
     at.run()
     return at
-
-
-def rerun_default_page(at: AppTest) -> AppTest:
-    """Rerun on the default page with the sidebar in the element tree (see module doc)."""
-    at._finished_page_script_hash = ""  # noqa: SLF001 - works around the quirk above
-    at._page_hash = ""  # noqa: SLF001
-    return at.run()

@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 from cnnvis_core import Engine
 from cnnvis_core.demo import CLASSES, sample
 from dashboard.state import SAMPLE_SEED_START
-from tests.apptest_helpers import open_app, rerun_default_page
+from tests.apptest_helpers import open_app
 
 
 @pytest.fixture()
@@ -25,7 +25,7 @@ def _top1_text(at: AppTest) -> str:
 
 def test_sample_image_gets_predictions_of_the_demo_model(app, demo_engine: Engine):
     app.selectbox(key="sample_index").set_value(3)
-    rerun_default_page(app)
+    app.run()
     assert not app.exception
     assert app.get("plotly_chart"), "the top-5 bar chart is missing"
     expected = demo_engine.predict(sample(SAMPLE_SEED_START + 3)[0], k=1)[0]
@@ -35,7 +35,7 @@ def test_sample_image_gets_predictions_of_the_demo_model(app, demo_engine: Engin
 
 def test_garbage_upload_shows_an_error_and_the_app_keeps_working(app, demo_engine: Engine):
     app.file_uploader(key="image_upload").set_value(("holiday.jpg", b"this is not an image", "image/jpeg"))
-    rerun_default_page(app)
+    app.run()
     assert not app.exception
     assert any("not an image" in e.value for e in app.error), [e.value for e in app.error]
     assert app.get("plotly_chart")  # the sample image is still analysed
@@ -44,7 +44,7 @@ def test_garbage_upload_shows_an_error_and_the_app_keeps_working(app, demo_engin
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     app.file_uploader(key="image_upload").set_value(("shape.png", buffer.getvalue(), "image/png"))
-    rerun_default_page(app)
+    app.run()
     assert not app.exception and not app.error
     assert any("shape.png" in c.value for c in app.caption)
     assert demo_engine.predict(image, k=1)[0].label in _top1_text(app)
@@ -67,16 +67,16 @@ def offline(monkeypatch, tmp_path):
 
 def test_torchvision_offline_says_how_to_get_weights_and_random_weights_work(app, offline):
     app.radio(key="model_source").set_value("torchvision architecture")
-    rerun_default_page(app)
+    app.run()
     app.selectbox(key="arch").set_value("mobilenet_v3_small")
-    rerun_default_page(app)
+    app.run()
     assert not app.exception
     message = " ".join(e.value for e in app.error)
     assert "mobilenet_v3_small" in message and "weights=None" in message, message
     assert any("Choose a model" in i.value for i in app.info)  # no prediction without a model
 
     app.toggle(key="pretrained").set_value(False)
-    rerun_default_page(app)
+    app.run()
     assert not app.exception and not app.error
     assert app.get("plotly_chart")
     assert any("random weights" in c.value for c in app.caption)
@@ -84,11 +84,11 @@ def test_torchvision_offline_says_how_to_get_weights_and_random_weights_work(app
 
 def _weights_upload(app: AppTest, name: str, data: bytes) -> None:
     app.radio(key="model_source").set_value("Weights file")
-    rerun_default_page(app)
+    app.run()
     app.selectbox(key="arch").set_value("squeezenet1_0")
-    rerun_default_page(app)
+    app.run()
     app.file_uploader(key="weights_file").set_value((name, data, "application/octet-stream"))
-    rerun_default_page(app)
+    app.run()
 
 
 def test_uploaded_weights_file_is_used_and_a_malicious_pickle_is_refused(app, tmp_path):
@@ -114,8 +114,21 @@ def test_uploaded_weights_file_is_used_and_a_malicious_pickle_is_refused(app, tm
     evil = io.BytesIO()
     torch.save({"fc.weight": Exploit()}, evil)
     app.file_uploader(key="weights_file").set_value(("evil.pth", evil.getvalue(), "application/octet-stream"))
-    rerun_default_page(app)
+    app.run()
     assert not app.exception
     assert any("not executed" in e.value.lower() or "refused" in e.value.lower() for e in app.error), \
         [e.value for e in app.error]
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("page", ["pages/layers.py", "pages/kernels.py", "pages/dead.py", "pages/cam.py",
+                                  "pages/optimize.py"])
+def test_a_page_requested_before_the_navigation_ran_still_gets_the_frame(app, page):
+    """AppTest runs every request as a fresh server would, where a page asked for by URL runs alone
+    until app.py has called st.navigation (see tests/apptest_helpers.py): the page must still show
+    app.py's sidebar, with the model chosen, and its own header once."""
+    app.switch_page(page).run()
+    assert not app.exception, app.exception
+    assert [t.value for t in app.sidebar.title] == ["cnnvis"]
+    assert any("Demo model" in str(w.value) for w in app.sidebar.radio), [w.value for w in app.sidebar.radio]
+    assert len(app.header) == 1, [h.value for h in app.header]

@@ -19,6 +19,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -81,13 +82,14 @@ def _stop(server: subprocess.Popen) -> None:
             server.wait(timeout=15)
 
 
-@pytest.fixture(scope="session")
-def app_url(chromium_ready) -> Iterator[str]:
-    """The URL of a freshly started dashboard; its log is ``out/e2e-streamlit.log``."""
+@contextmanager
+def running_server(log_name: str) -> Iterator[str]:
+    """``streamlit run app.py`` on a free port until the block ends: yields its URL once healthy
+    (no page has run yet); its log is ``out/<log_name>``."""
     OUT.mkdir(exist_ok=True)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    log_path = OUT / "e2e-streamlit.log"
+    log_path = OUT / log_name
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                "--server.headless", "true", "--server.address", "127.0.0.1",
                "--browser.gatherUsageStats", "false",
@@ -104,10 +106,17 @@ def app_url(chromium_ready) -> Iterator[str]:
                 pytest.fail(f"streamlit server {why}; its log ({log_path}):\n"
                             f"{log_path.read_text(errors='replace')[-4000:]}", pytrace=False)
             time.sleep(0.25)
-        REPORT["e2e server start"] = f"{time.monotonic() - started:.1f} s ({url}, log {log_path})"
+        REPORT[f"e2e server start ({log_name})"] = f"{time.monotonic() - started:.1f} s ({url})"
         yield url
     finally:
         _stop(server)
+
+
+@pytest.fixture(scope="session")
+def app_url(chromium_ready) -> Iterator[str]:
+    """The URL of a freshly started dashboard shared by the tests; its log is ``out/e2e-streamlit.log``."""
+    with running_server("e2e-streamlit.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
