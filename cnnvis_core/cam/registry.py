@@ -113,13 +113,19 @@ def _shared(engine: Engine, x: torch.Tensor, layer: str, names: list[str], targe
     # Grad-CAM, Grad-CAM++ and XGrad-CAM are all ReLU(Σ_k w_k A_k): one product for all their weights.
     weighted = [name for name in names if name in CHANNEL_WEIGHTS]
     if weighted:
-        rows = torch.cat([CHANNEL_WEIGHTS[name](A, G) for name in weighted])
-        for name, maps in zip(weighted, torch.relu(weighted_sum(rows, A)).split(len(run.targets))):
-            raws[name] = maps
+        rows = _joined([CHANNEL_WEIGHTS[name](A, G) for name in weighted])
+        maps = torch.relu(weighted_sum(rows, A))
+        for name, part in zip(weighted, maps.split(len(run.targets)) if len(weighted) > 1 else [maps]):
+            raws[name] = part
     if "layercam" in names:
         raws["layercam"] = layercam(A, G)
     # All maps upsampled and scaled together: one call instead of one per method.
     count = len(run.targets)
-    together = results(torch.cat(list(raws.values())), tuple(x.shape[-2:]), run.targets * len(raws), layer,
+    together = results(_joined(list(raws.values())), tuple(x.shape[-2:]), run.targets * len(raws), layer,
                        [name for name in raws for _ in run.targets], run.logits)
     return {name: together[i * count:(i + 1) * count] for i, name in enumerate(raws)}
+
+
+def _joined(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat(tensors)``, without the copy when there is only one."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
