@@ -528,3 +528,13 @@ def test_a_model_fx_cannot_trace_runs_as_it_is(tiny):
     with engine.session():
         assert fused.inference_copy(engine, torch.randn(1, 3, SIZE, SIZE)) is engine.model
         assert fused.inference_copy(tiny[0], tiny[1]) is tiny[0].model  # no BatchNorm: nothing to fold
+
+
+@pytest.mark.parametrize("n", [10, 5000])
+def test_backward_seeds_are_one_hot_rows_for_small_and_large_class_counts(n):
+    """Up to 4,096 classes the seeds are rows of a cached identity; beyond, built afresh."""
+    from cnnvis_core.cam.base import _one_hot
+    classes = [3, n - 1, 0]
+    rows = _one_hot(classes, n, torch.device("cpu"), torch.float32)
+    expected = torch.nn.functional.one_hot(torch.tensor(classes), n).float()
+    assert torch.equal(rows, expected)

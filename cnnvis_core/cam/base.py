@@ -212,15 +212,15 @@ def layer_pass(engine: Engine, x: torch.Tensor, layer: str, targets: Sequence[Ta
 
 def _gradients(engine: Engine, logits: torch.Tensor, activation: torch.Tensor, classes: list[int]) -> torch.Tensor:
     """``∂ logits[b, c] / ∂ activation[b]`` for every class ``c``: ``(T, B, C, h, w)``, one backward."""
-    # Seed 1 at [b, c] for every item b (items of a batch do not interact in eval mode): rows of
-    # the identity, broadcast over the batch without a copy.
-    eye = _identity(int(logits.shape[-1]), logits.device, logits.dtype)
+    # Seed 1 at [b, c] for every item b (items of a batch do not interact in eval mode): one-hot
+    # rows broadcast over the batch without a copy.
+    rows = _one_hot(classes, int(logits.shape[-1]), logits.device, logits.dtype)
     try:
         if len(classes) == 1:
-            (grad,) = torch.autograd.grad(logits, activation, eye[classes[0]].expand_as(logits))
+            (grad,) = torch.autograd.grad(logits, activation, rows[0].expand_as(logits))
             grad = grad.unsqueeze(0)
         else:
-            seeds = eye[classes].unsqueeze(1).expand(len(classes), *logits.shape)
+            seeds = rows.unsqueeze(1).expand(len(classes), *logits.shape)
             (grad,) = torch.autograd.grad(logits, activation, seeds, is_grads_batched=True)
     except RuntimeError as error:
         if "does not require grad" in str(error) or "not have been used" in str(error):
@@ -229,6 +229,16 @@ def _gradients(engine: Engine, logits: torch.Tensor, activation: torch.Tensor, c
         raise
     engine.counters.add(backward=1)
     return grad.detach()
+
+
+def _one_hot(classes: list[int], n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``(T, n)``: row ``t`` is 1 at ``classes[t]``. Rows of a cached identity up to 4,096 classes
+    (64 MiB at most); built afresh beyond, where an identity would not fit in memory."""
+    if n <= 4096:
+        return _identity(n, device, dtype)[classes]
+    rows = torch.zeros((len(classes), n), device=device, dtype=dtype)
+    rows[torch.arange(len(classes)), torch.tensor(classes)] = 1.0
+    return rows
 
 
 @lru_cache(maxsize=8)
