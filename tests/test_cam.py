@@ -279,6 +279,31 @@ def test_cam_on_a_model_without_a_final_linear_layer_suggests_gradcam():
     assert hook_count(model) == 0
 
 
+def test_the_cam_head_check_is_remembered_once_passed_and_refusals_are_not():
+    """After one pass has shown that the linear layer reads the layer's global average, later CAM
+    passes do not record the linear layer again; a head that failed the check fails every time."""
+    from cnnvis_core.cam.activation import verified_head
+    model = Tiny()
+    engine = Engine(model, input_size=(SIZE, SIZE), device="cpu")
+    x = torch.randn(1, 3, SIZE, SIZE)
+    assert verified_head(model, "relu2") is None
+    first = engine.cam(x, "cam", target=1)
+    assert verified_head(model, "relu2") is model.fc
+    hooks_seen: list[int] = []  # hooks on fc while it runs: this probe, plus the engine's if it records fc
+    probe = model.fc.register_forward_hook(lambda module, *_: hooks_seen.append(len(module._forward_hooks)))
+    again = engine.cam(x, "cam", target=1)
+    probe.remove()
+    assert hooks_seen == [1]
+    np.testing.assert_array_equal(again.raw, first.raw)
+    weights = model.fc.weight.detach().numpy()[1]
+    activation = engine.feature_maps(x, "relu2")["relu2"].numpy()
+    np.testing.assert_allclose(again.raw, np.tensordot(weights, activation, 1), rtol=1e-5, atol=1e-6)
+    for _ in range(2):
+        with pytest.raises(LayerError):
+            engine.cam(x, "cam", layer="conv2")
+    assert verified_head(model, "conv2") is None
+
+
 class Exploding(Tiny):
     explode = False
 

@@ -43,29 +43,39 @@ def cam(A: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return weighted_sum(weights, A)
 
 
-def cam_weights(run: LayerPass, layer: str, automatic: bool = False) -> torch.Tensor:
+def cam_weights(run: LayerPass, model: nn.Module, layer: str, automatic: bool = False) -> torch.Tensor:
     """The final linear layer's rows for the pass's targets, ``(T, C)``, after checking on the
-    pass that the model is ``logits = W · GAP(A) + b`` for this layer's activation ``A``.
+    pass that ``model`` is ``logits = W · GAP(A) + b`` for this layer's activation ``A``.
 
-    Refusals: :class:`ModelError` when the model does not end that way for its automatic
-    layer (no linear layer, an MLP head, a pooled tensor no module outputs), else
-    :class:`LayerError` for a layer that is not the pooled one. The structure does not change
-    from one image to the next, so a check passed is remembered (per linear layer and layer name).
+    The check needs the linear layer's input and output, recorded by the pass
+    (``layer_pass(..., linear=True)``). The structure does not change from one image to the
+    next, so a check passed is remembered per model and layer (:func:`verified_head`), and later
+    passes need not record the linear layer at all. Refusals: :class:`ModelError` when the
+    model does not end that way for its automatic layer (no linear layer, an MLP head, a pooled
+    tensor no module outputs), else :class:`LayerError` for a layer that is not the pooled one.
     """
     advice = "Use 'gradcam' instead: where CAM applies it gives the same map up to a factor, and it works on any model."
-    if run.linear is None:
-        raise ModelError(f"CAM needs a model that ends in global average pooling and one linear layer; this model "
-                         f"has no linear layer. {advice}")
-    linear, features, output = run.linear
-    if layer in _passed.get(linear, ()) or _head_fits(run, features, output):
-        _passed.setdefault(linear, set()).add(layer)
-        return linear.weight.detach()[run.targets].to(run.activation.dtype)
-    if automatic:
-        raise ModelError("CAM needs a model whose output is one linear layer applied to the global average of its "
-                         f"last feature maps ({layer!r}); this model's head is different (more layers, or it pools "
-                         f"something no module outputs). {advice}")
-    raise LayerError(f"CAM needs the layer whose global average feeds the final linear layer, and {layer!r} is not "
-                     f"it. Leave the layer on automatic, or {advice[0].lower()}{advice[1:]}")
+    linear = verified_head(model, layer)
+    if linear is None:
+        if run.linear is None:
+            raise ModelError(f"CAM needs a model that ends in global average pooling and one linear layer; this "
+                             f"model has no linear layer. {advice}")
+        linear, features, output = run.linear
+        if not _head_fits(run, features, output):
+            if automatic:
+                raise ModelError("CAM needs a model whose output is one linear layer applied to the global average "
+                                 f"of its last feature maps ({layer!r}); this model's head is different (more layers, "
+                                 f"or it pools something no module outputs). {advice}")
+            raise LayerError(f"CAM needs the layer whose global average feeds the final linear layer, and {layer!r} "
+                             f"is not it. Leave the layer on automatic, or {advice[0].lower()}{advice[1:]}")
+        _verified.setdefault(model, {})[layer] = linear
+    return linear.weight.detach()[run.targets].to(run.activation.dtype)
+
+
+def verified_head(model: nn.Module, layer: str) -> nn.Linear | None:
+    """The linear layer that reads the global average of ``layer`` in ``model``, once a pass has
+    shown it (see :func:`cam_weights`); else None."""
+    return _verified.get(model, {}).get(layer)
 
 
 def _head_fits(run: LayerPass, features: torch.Tensor, output: torch.Tensor) -> bool:
@@ -76,8 +86,8 @@ def _head_fits(run: LayerPass, features: torch.Tensor, output: torch.Tensor) -> 
             and features.shape == pooled.shape and torch.allclose(features, pooled, rtol=1e-4, atol=1e-5 * scale))
 
 
-#: linear layer → the layers whose pooled activation it was seen to read (checks passed)
-_passed: weakref.WeakKeyDictionary[nn.Module, set[str]] = weakref.WeakKeyDictionary()
+#: model → {layer: the linear layer seen to read its global average} (checks passed)
+_verified: weakref.WeakKeyDictionary[nn.Module, dict[str, nn.Linear]] = weakref.WeakKeyDictionary()
 
 
 # ---------------------------------------------------------------------------- the Score-CAM family

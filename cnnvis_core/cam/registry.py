@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import CnnvisError, InputError
-from .activation import FAMILY, cam, cam_weights, score_cam
+from .activation import FAMILY, cam, cam_weights, score_cam, verified_head
 from .base import CamResult, Target, layer_pass, resolve_layer, results, weighted_sum
 from .gradient import CHANNEL_WEIGHTS, layercam, smooth_gradcam_pp
 
@@ -101,12 +101,13 @@ def _shared(engine: Engine, x: torch.Tensor, layer: str, names: list[str], targe
             top: int, optional_cam: bool, automatic: bool) -> dict[str, list[CamResult]]:
     """The methods of :data:`SHARED`: one forward, and one backward unless only CAM is asked for."""
     gradients = any(name != "cam" for name in names)
-    run = layer_pass(engine, x, layer, targets, top, gradients=gradients, linear="cam" in names)
+    watch_head = "cam" in names and verified_head(engine.model, layer) is None
+    run = layer_pass(engine, x, layer, targets, top, gradients=gradients, linear=watch_head)
     A, G = run.activation[0], (run.grads[:, 0] if gradients else None)
     raws: dict[str, torch.Tensor] = {}
     if "cam" in names:
         try:
-            raws["cam"] = cam(A, cam_weights(run, layer, automatic))
+            raws["cam"] = cam(A, cam_weights(run, engine.model, layer, automatic))
         except CnnvisError:
             if not optional_cam:
                 raise
