@@ -20,7 +20,7 @@ torchvision model's resize and centre crop) and min–max scaled to [0, 1] (all 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -198,9 +198,9 @@ def layer_pass(engine: Engine, x: torch.Tensor, layer: str, targets: Sequence[Ta
     Targets are resolved on the first image of the batch. Runs inside the engine's session
     and counts its passes; every hook is gone when it returns or raises.
     """
-    linears = engine.modules_of_type(nn.Linear) if linear else []
     with engine.session():
-        with watch_layer(engine.module(layer), gradients) as seen, watch_linear(linears) as last, \
+        with watch_layer(engine.module(layer), gradients) as seen, \
+                (watch_linear(engine.modules_of_type(nn.Linear)) if linear else nullcontext({})) as last, \
                 torch.set_grad_enabled(gradients):
             logits = engine.forward(x)
         if "a" not in seen:
@@ -235,7 +235,8 @@ def _one_hot(classes: list[int], n: int, device: torch.device, dtype: torch.dtyp
     """``(T, n)``: row ``t`` is 1 at ``classes[t]``. Rows of a cached identity up to 4,096 classes
     (64 MiB at most); built afresh beyond, where an identity would not fit in memory."""
     if n <= 4096:
-        return _identity(n, device, dtype)[classes]
+        eye = _identity(n, device, dtype)
+        return eye[classes[0]].unsqueeze(0) if len(classes) == 1 else eye[classes]
     rows = torch.zeros((len(classes), n), device=device, dtype=dtype)
     rows[torch.arange(len(classes)), torch.tensor(classes)] = 1.0
     return rows
@@ -271,13 +272,21 @@ def upsample(raw: torch.Tensor | np.ndarray, size: tuple[int, int]) -> torch.Ten
     products instead of a pass that recomputes the source positions of every pixel; equal to
     ``F.interpolate(…, mode="bilinear", align_corners=False)`` to float rounding).
     """
-    array = isinstance(raw, np.ndarray)
-    device, dtype = (torch.device("cpu"), torch.float32) if array else (raw.device, raw.dtype)
-    rows = _interpolation(int(raw.shape[-2]), int(size[0]), device, dtype)
-    cols = _interpolation(int(raw.shape[-1]), int(size[1]), device, dtype)
-    if array:
-        rows, cols = rows.numpy(), cols.numpy()
+    if isinstance(raw, np.ndarray):
+        rows, cols_t = _interpolation_arrays(raw.shape[-2], size[0], raw.shape[-1], size[1])
+        return rows @ raw @ cols_t
+    rows = _interpolation(int(raw.shape[-2]), int(size[0]), raw.device, raw.dtype)
+    cols = _interpolation(int(raw.shape[-1]), int(size[1]), raw.device, raw.dtype)
     return rows @ raw @ cols.T
+
+
+@lru_cache(maxsize=64)
+def _interpolation_arrays(h: int, height: int, w: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """float32 ``R`` (``H×h``) and ``Cᵀ`` (``w×W``, contiguous) for arrays."""
+    cpu = torch.device("cpu")
+    rows = _interpolation(int(h), int(height), cpu, torch.float32).numpy()
+    cols_t = np.ascontiguousarray(_interpolation(int(w), int(width), cpu, torch.float32).numpy().T)
+    return rows, cols_t
 
 
 def unit_scale(maps: torch.Tensor) -> torch.Tensor:
@@ -295,8 +304,9 @@ def unit_scale_array(maps: np.ndarray) -> np.ndarray:
     flat = maps.reshape(len(maps), -1)
     low = flat.min(1, keepdims=True)
     span = flat.max(1, keepdims=True) - low
-    np.subtract(flat, low, out=flat)
-    np.divide(flat, np.where(span > 0, span, 1.0).astype(flat.dtype), out=flat)
+    span[span == 0] = 1  # a constant map: flat − low = 0 everywhere, divided by 1
+    flat -= low
+    flat /= span
     return maps
 
 
@@ -309,7 +319,7 @@ def results(raw: torch.Tensor, size: tuple[int, int], classes: Sequence[int], la
     maps are tiny, and the results are arrays.
     """
     raw_np = np.ascontiguousarray(raw.detach().float().cpu().numpy())
-    maps = unit_scale_array(np.ascontiguousarray(upsample(raw_np, size), dtype=np.float32))
+    maps = unit_scale_array(upsample(raw_np, size))
     values = scores[0].detach().float().cpu().numpy()
     names = [method] * len(classes) if isinstance(method, str) else list(method)
     return [CamResult(maps[i], raw_np[i], int(cls), layer, names[i], float(values[cls]))
