@@ -157,3 +157,37 @@ def test_bfloat16_masked_passes_stay_close_to_float32(demo_engine, demo_images):
     assert np.corrcoef(exact.raw.ravel(), fast.raw.ravel())[0, 1] > 0.99
     with pytest.raises(InputError, match="float32"):
         demo_engine.cam(x, "scorecam", precision="half")
+
+
+def test_concurrent_cam_callers_get_their_own_maps(demo_engine, demo_images):
+    """Streamlit serves every browser session in its own thread on one shared engine: threads asking
+    for the shared-pass maps, the top-3 maps and Score-CAM of different images at once get exactly
+    what they get alone, and no hook is left behind."""
+    import threading
+
+    images = demo_images[:4]
+
+    def ask(image) -> list[np.ndarray]:
+        shared = demo_engine.cams(image)
+        top = demo_engine.cam_targets(image, "gradcam", 3)
+        score = demo_engine.cam(image, "scorecam", layer="features.relu5")
+        return [shared[m].raw for m in sorted(shared)] + [r.raw for r in top] + [score.raw]
+
+    expected = [ask(image) for image in images]
+    failures: list[str] = []
+
+    def worker(i: int) -> None:
+        for _ in range(2):
+            got = ask(images[i])
+            if len(got) != len(expected[i]) or any(not np.allclose(a, b, rtol=1e-5, atol=1e-6)
+                                                   for a, b in zip(got, expected[i])):
+                failures.append(f"thread {i}")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(images))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures
+    assert not all(np.allclose(expected[0][1], e[1]) for e in expected[1:])  # the images' maps differ
+    assert hook_count(demo_engine.model) == 0
