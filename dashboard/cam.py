@@ -2,7 +2,9 @@
 
 Every model call is cached with ``st.cache_data`` under plain keys (model choice, image key,
 method, layer, target, options), so moving the opacity slider or changing the colormap only
-recomposes pictures from cached maps (:func:`overlay_png`), never runs the model. The five
+recomposes pictures from cached maps (:func:`overlay_png`), never runs the model. The
+Score-CAM family (one pass per channel and sample) is kept in a store shared by the sessions
+instead, so that its computation can show a progress bar. The five
 methods that share one forward and one backward pass (CAM, Grad-CAM, Grad-CAM++, XGrad-CAM,
 Layer-CAM) are computed together the first time any of them is asked for.
 """
@@ -10,6 +12,9 @@ Layer-CAM) are computed together the first time any of them is asked for.
 from __future__ import annotations
 
 import io
+import threading
+import time
+from collections import OrderedDict
 
 import numpy as np
 import plotly.graph_objects as go
@@ -17,7 +22,7 @@ import streamlit as st
 from PIL import Image
 
 from cnnvis_core import CnnvisError, Engine
-from cnnvis_core.cam import SHARED, CamResult, Faithfulness
+from cnnvis_core.cam import SHARED, TITLES, CamResult, Faithfulness
 from cnnvis_core.render import overlay, to_png_bytes
 
 from .state import ChosenImage, model_key
@@ -67,21 +72,82 @@ def cam_result(engine: Engine, chosen: ChosenImage, method: str, layer: str | No
 
 
 def _cam(engine: Engine, engine_key: str, image, image_key: str, method: str, layer: str, target: int | None,
-         options: tuple) -> CamResult:
+         options: tuple, show_progress: bool = True) -> CamResult:
     if method in SHARED:
         bundle = _shared(engine, engine_key, image, image_key, layer, target)
         if method in bundle:
             return bundle[method]
-    found = _single(engine, engine_key, image, image_key, method, layer, target, options)
+    if method in MASKED:
+        found = _masked(engine, (engine_key, image_key, method, layer, target, options), image, show_progress)
+    else:
+        found = _single(engine, engine_key, image, image_key, method, layer, target, options)
     if isinstance(found, CnnvisError):
         raise found
+    return found
+
+
+class _Store:
+    """The last maps of the masked methods, shared by all sessions (a thread-safe LRU dict)."""
+
+    def __init__(self, size: int = 32) -> None:
+        self._lock = threading.Lock()
+        self._items: OrderedDict[tuple, CamResult | CnnvisError] = OrderedDict()
+        self._size = size
+
+    def get(self, key: tuple) -> CamResult | CnnvisError | None:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+            return self._items.get(key)
+
+    def put(self, key: tuple, value: CamResult | CnnvisError) -> None:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+@st.cache_resource
+def _masked_store() -> _Store:
+    return _Store()
+
+
+def _masked(engine: Engine, key: tuple, image, show_progress: bool) -> CamResult | CnnvisError:
+    """A Score-CAM-family map, from the store or computed under a progress bar.
+
+    Not ``st.cache_data``: its one pass per channel and sample can take minutes on a CPU, and a
+    cached function may not update a progress bar drawn outside it. A refusal is stored too.
+    """
+    store = _masked_store()
+    found = store.get(key)
+    if found is not None:
+        return found
+    _engine_key, _image_key, method, layer, target, options = key
+    bar = st.progress(0.0, text=f"{TITLES[method]}: masked forward passes…") if show_progress else None
+    started = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        elapsed = time.perf_counter() - started
+        left = elapsed / done * (total - done) if done else 0.0
+        bar.progress(done / total, text=f"{TITLES[method]}: {done:,} of {total:,} masked forward passes · "
+                                        f"about {left:.0f} s left")
+
+    extra = {"progress": progress} if bar is not None else {}
+    try:
+        found = engine.cam(image, method, layer or None, target, **dict(options), **extra)
+    except CnnvisError as error:
+        found = error
+    finally:
+        if bar is not None:
+            bar.empty()
+    store.put(key, found)
     return found
 
 
 @st.cache_data(max_entries=64, show_spinner="Deleting and inserting pixels…")
 def _faithfulness(_engine: Engine, engine_key: str, _image, image_key: str, method: str, layer: str,
                   target: int | None, options: tuple, steps: int) -> Faithfulness:
-    result = _cam(_engine, engine_key, _image, image_key, method, layer, target, options)
+    result = _cam(_engine, engine_key, _image, image_key, method, layer, target, options, show_progress=False)
     return _engine.faithfulness(_image, result.map, result.target, steps)
 
 

@@ -563,3 +563,19 @@ def test_backward_seeds_are_one_hot_rows_for_small_and_large_class_counts(n):
     rows = _one_hot(classes, n, torch.device("cpu"), torch.float32)
     expected = torch.nn.functional.one_hot(torch.tensor(classes), n).float()
     assert torch.equal(rows, expected)
+
+
+def test_masked_methods_report_progress_after_every_batch(tiny, monkeypatch):
+    from cnnvis_core.cam import batching
+    engine, x, _ = tiny
+    plain = engine.cam(x, "iscam", layer="conv2", target=0, n_samples=5)
+    monkeypatch.setattr(batching, "free_memory", lambda device: 0)  # one masked input per batch
+    calls: list[tuple[int, int]] = []
+    followed = engine.cam(x, "iscam", layer="conv2", target=0, n_samples=5,
+                          progress=lambda done, total: calls.append((done, total)))
+    np.testing.assert_allclose(followed.raw, plain.raw, rtol=1e-5, atol=1e-7)
+    totals = {total for _, total in calls}
+    assert len(totals) == 1 and calls[-1][0] == totals.pop()  # ends at the total
+    assert [done for done, _ in calls] == list(range(1, len(calls) + 1))  # one call per single-input batch
+    with pytest.raises(InputError, match="progress"):
+        engine.cam(x, "gradcam", progress=print)  # not an option of the gradient methods

@@ -77,3 +77,26 @@ def test_target_by_name_and_an_unfit_method_show_messages_not_tracebacks():
     before = _passes(at)
     _ok(at)
     assert _passes(at) == before, "a refusal, once made, must not run the model again"
+
+
+def test_score_cam_runs_once_under_a_progress_bar_then_comes_from_the_store():
+    at = _open()
+    before = _passes(at)
+    at.selectbox(key="cam_method").set_value("scorecam")
+    at.selectbox(key="cam_layer").set_value("features.relu5")
+    _ok(at)
+    caption, url = _overlay(at)
+    assert "Score-CAM" in caption and "features.relu5" in caption
+    after = _passes(at)
+    assert after[0] - before[0] >= 2, "Score-CAM ran no masked passes"
+    assert not at.get("progress"), "the progress bar must be gone once the map is there"
+    at.slider(key="cam_alpha").set_value(0.9)
+    _ok(at)
+    assert _overlay(at)[0] == caption and _overlay(at)[1] != url
+    at.selectbox(key="cam_method").set_value("gradcam")
+    _ok(at)
+    elsewhere = _passes(at)
+    at.selectbox(key="cam_method").set_value("scorecam")
+    _ok(at)
+    assert _overlay(at)[0] == caption
+    assert _passes(at) == elsewhere, "back on Score-CAM, its map (and its curves) must come from the store"

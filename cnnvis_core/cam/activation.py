@@ -127,7 +127,8 @@ FAMILY: dict[str, tuple[Variants, int, float]] = {
 
 def score_cam(engine: Engine, x: torch.Tensor, layer: str, targets: Sequence[Target] | None, top: int,
               method: str = "scorecam", n_samples: int | None = None, sigma: float | None = None,
-              seed: int = 0, precision: str = "float32") -> list[CamResult]:
+              seed: int = 0, precision: str = "float32",
+              progress: Callable[[int, int], object] | None = None) -> list[CamResult]:
     """Score-CAM (Wang et al., CVPR-W 2020, arXiv:1910.01279), SS-CAM (Naidu & Michael 2020,
     arXiv:2006.14255) and IS-CAM (Naidu et al. 2020, arXiv:2010.03023).
 
@@ -146,7 +147,8 @@ def score_cam(engine: Engine, x: torch.Tensor, layer: str, targets: Sequence[Tar
 
     ``precision="bfloat16"`` runs the masked passes under bfloat16 autocast (fast on CPUs
     with AMX and on GPUs; logits then carry about 3 significant digits, so the map is close
-    to, not equal to, the float32 one). The default is float32.
+    to, not equal to, the float32 one). The default is float32. ``progress(done, total)``, when
+    given, is called after every batch of masked passes (``total`` of them in all).
     """
     variants, default_n, default_sigma = FAMILY[method]
     n = default_n if method == "scorecam" or n_samples is None else int(n_samples)
@@ -167,7 +169,7 @@ def score_cam(engine: Engine, x: torch.Tensor, layer: str, targets: Sequence[Tar
         return x * masks_of(items).unsqueeze(1)
 
     scores = batched_logits(engine, inputs_of, groups.shape[0] * n, run.targets, tuple(x.shape[1:]), ("masked",),
-                            precision)
+                            precision, progress)
     per_channel = scores.view(groups.shape[0], n, -1).mean(1)[inverse.to(scores.device)]
     weights = torch.softmax(per_channel.to(A.device, A.dtype), dim=0).T
     raw = torch.relu(weighted_sum(weights, A))
@@ -186,14 +188,15 @@ def _distinct_maps(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def batched_logits(engine: Engine, inputs_of: Callable[[torch.Tensor], torch.Tensor], count: int,
                    classes: Sequence[int], input_shape: tuple[int, ...], tag: tuple,
-                   precision: str = "float32") -> torch.Tensor:
+                   precision: str = "float32", progress: Callable[[int, int], object] | None = None
+                   ) -> torch.Tensor:
     """The logits of ``classes`` for the ``count`` inputs ``inputs_of(items)``: ``(count, T)``.
 
     Batched (size from memory, tuned by timing); every batch runs in its own session, its
     input in channels-last memory order (faster convolutions on CPUs, same numbers), under
     bfloat16 autocast when ``precision="bfloat16"``, through the model's BatchNorm-folded
     copy where it has one (:mod:`cnnvis_core.cam.fused`: the same function, fewer passes
-    over memory).
+    over memory). ``progress(done, count)`` is called after every batch, outside the session.
     """
     if precision not in PRECISIONS:
         raise InputError(f"Unknown precision {precision!r}; use {' or '.join(PRECISIONS)}.")
@@ -212,6 +215,8 @@ def batched_logits(engine: Engine, inputs_of: Callable[[torch.Tensor], torch.Ten
             engine.counters.add(forward=1)
             logits = net(batch)
         out[start:stop] = logits.index_select(1, index).float().cpu()
+        if progress is not None:
+            progress(stop, count)
 
     run_batched(count, work, cap, (*tag, precision, id(engine.model), input_shape, str(engine.device)))
     return out

@@ -42,9 +42,9 @@ TITLES: dict[str, str] = {
 #: options each method accepts (keyword arguments of engine.cam)
 OPTIONS: dict[str, tuple[str, ...]] = {
     "smoothgradcam++": ("n_samples", "noise", "seed"),
-    "scorecam": ("precision",),
-    "sscam": ("n_samples", "sigma", "seed", "precision"),
-    "iscam": ("n_samples", "precision"),
+    "scorecam": ("precision", "progress"),
+    "sscam": ("n_samples", "sigma", "seed", "precision", "progress"),
+    "iscam": ("n_samples", "precision", "progress"),
 }
 
 
@@ -73,7 +73,7 @@ def compute(engine: Engine, image: ImageLike, methods: Sequence[str] | None, lay
 
     ``targets``: class indices or names; ``None`` means the ``top`` classes by logit.
     ``methods=None``: every method of :data:`SHARED` (CAM left out when the model does not
-    allow it). Options (``n_samples``, ``noise``, ``sigma``, ``seed``, ``precision``) go to the
+    allow it). Options (``n_samples``, ``noise``, ``sigma``, ``seed``, ``precision``, ``progress``) go to the
     methods that take them (:data:`OPTIONS`).
     """
     optional_cam = methods is None
