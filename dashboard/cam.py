@@ -124,13 +124,16 @@ def _masked(engine: Engine, key: tuple, image, show_progress: bool) -> CamResult
         return found
     _engine_key, _image_key, method, layer, target, options = key
     bar = st.progress(0.0, text=f"{TITLES[method]}: masked forward passes…") if show_progress else None
-    started = time.perf_counter()
+    last = [time.perf_counter(), 0]  # time and count of the previous report
 
     def progress(done: int, total: int) -> None:
-        elapsed = time.perf_counter() - started
-        left = elapsed / done * (total - done) if done else 0.0
-        bar.progress(done / total, text=f"{TITLES[method]}: {done:,} of {total:,} masked forward passes · "
-                                        f"about {left:.0f} s left")
+        # The time left from the latest batch's rate: the first batches are small (their size is
+        # being tuned), so the average rate would overestimate it several times at the start.
+        now = time.perf_counter()
+        rate = (now - last[0]) / max(done - last[1], 1)
+        last[:] = [now, done]
+        left = f"about {rate * (total - done):.0f} s left" if done >= total / 10 else "estimating the time left"
+        bar.progress(done / total, text=f"{TITLES[method]}: {done:,} of {total:,} masked forward passes · {left}")
 
     extra = {"progress": progress} if bar is not None else {}
     try:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cnnvis_core.cam import TITLES
-from tests.e2e.browser import AppPage, import_expect
+from tests.e2e.browser import UI_TIMEOUT_MS, AppPage, import_expect
 
 pytestmark = pytest.mark.e2e
 expect = import_expect()
@@ -44,3 +44,22 @@ def test_opacity_changes_the_overlay_but_runs_no_model_pass(app: AppPage, screen
     app.rerun()  # the fragment's reruns show in the sidebar at the next full run
     assert app.model_passes() == (forward, backward), "moving the opacity ran the model"
     app.screenshot(screenshots, "cam-gradcampp-opacity")
+
+
+def test_a_masked_method_runs_under_a_progress_bar_then_shows_its_map(app: AppPage, screenshots):
+    """IS-CAM: 10 masked forward passes per channel (1,280 on the demo's last layer, a second or two
+    here) under a progress bar with the time left; the bar goes when the map comes."""
+    app.go_to("Class activation maps")
+    title = TITLES["iscam"]
+    box = app.page.get_by_role("combobox", name="Method", exact=True)
+    box.click()
+    app.page.get_by_role("listbox", name="Method").get_by_role("option", name=title, exact=True).first.click()
+    bar = app.main().get_by_test_id("stProgress")
+    expect(bar).to_be_visible()
+    expect(bar).to_contain_text(re.compile(r"masked forward passes"))
+    bar.screenshot(path=str(screenshots / "cam-iscam-progress.png"))  # the bar alone, while it runs
+    overlay = app.main().get_by_test_id("stImageCaption").get_by_text(re.compile(rf"^{re.escape(title)} · class "))
+    expect(overlay).to_have_count(1, timeout=UI_TIMEOUT_MS)  # the whole computation: seconds, more on a busy machine
+    app.wait_idle()
+    expect(bar).to_have_count(0)
+    app.assert_no_exception()
