@@ -35,6 +35,11 @@ class LayerInfo:
         return len(self.output_shape) == 3
 
     @property
+    def has_map(self) -> bool:
+        """True for a ``(C, H, W)`` output with more than one position (``H·W > 1``): a map to look at."""
+        return self.is_spatial and self.output_shape[1] * self.output_shape[2] > 1
+
+    @property
     def channels(self) -> int:
         return self.output_shape[0] if self.output_shape else 1
 

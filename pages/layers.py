@@ -69,8 +69,7 @@ def summary_view(engine, chosen, info) -> None:
 
 
 def overview_view(engine, chosen, layers) -> None:
-    kinds = sorted({layer.kind for layer in layers                    # 1×1 maps have nothing to show
-                    if layer.is_spatial and layer.output_shape[1] * layer.output_shape[2] > 1})
+    kinds = sorted({layer.kind for layer in layers if layer.has_map})  # 1×1 maps have nothing to show
     pick_col, cols_col = st.columns([4, 1])
     picked = pick_col.multiselect("Layer types", kinds, default=_default_kinds(kinds), key="overview_kinds")
     ncols = cols_col.slider("Columns", 3, 12, key="overview_cols")
@@ -134,7 +133,7 @@ if st.session_state.get("layer_name") not in by_name:
 name = st.selectbox("Layer", list(by_name), format_func=lambda n: by_name[n].label, key="layer_name",
                     help="Every module that outputs a tensor, in execution order: name · type · output shape.")
 info = by_name[name]
-has_maps = info.is_spatial and info.output_shape[1] * info.output_shape[2] > 1   # 1×1 maps read as a vector
+has_maps = info.has_map  # 1×1 maps read as a vector
 view = st.radio("View", SPATIAL_VIEWS if has_maps else VECTOR_VIEWS, horizontal=True,
                 key="layer_view_maps" if has_maps else "layer_view_vector")
 

@@ -19,7 +19,7 @@ torchvision model's resize and centre crop) and min–max scaled to [0, 1] (all 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
@@ -61,11 +61,7 @@ class CamResult:
 # ---------------------------------------------------------------------------- layers
 def cam_layers(layers: Sequence[LayerInfo]) -> list[LayerInfo]:
     """Layers a CAM can use: a ``(C, H, W)`` output with more than one position."""
-    return [info for info in layers if _has_map(info)]
-
-
-def _has_map(info: LayerInfo) -> bool:
-    return info.is_spatial and info.output_shape[1] * info.output_shape[2] > 1
+    return [info for info in layers if info.has_map]
 
 
 def default_layer(layers: Sequence[LayerInfo], model: nn.Module | None = None) -> LayerInfo:
@@ -102,7 +98,7 @@ def resolve_layer(layers: Sequence[LayerInfo], name: str | None, model: nn.Modul
         from ..layers import find_layer
         find_layer(list(layers), name)  # raises with close names
     info = found[0]
-    if not _has_map(info):
+    if not info.has_map:
         suitable = [i.name for i in cam_layers(layers)][-4:]
         shape = "×".join(map(str, info.output_shape))
         raise LayerError(f"Layer {name!r} outputs {shape}, not a spatial map (C×H×W with H·W > 1), so it has no "
@@ -186,7 +182,9 @@ def watch_linear(linears: Sequence[nn.Module]) -> Iterator[dict[str, object]]:
         if inputs and isinstance(inputs[0], torch.Tensor) and isinstance(output, torch.Tensor):
             record["last"] = (module, inputs[0].detach(), output.detach())
 
-    with registered([module.register_forward_hook(hook) for module in linears]):
+    with registered([]) as handles:
+        for module in linears:
+            handles.append(module.register_forward_hook(hook))
         yield record
 
 
@@ -325,5 +323,3 @@ def results(raw: torch.Tensor, size: tuple[int, int], classes: Sequence[int], la
     return [CamResult(maps[i], raw_np[i], int(cls), layer, names[i], float(values[cls]))
             for i, cls in enumerate(classes)]
 
-
-MapFunction = Callable[..., torch.Tensor]
