@@ -98,7 +98,8 @@ def speed(engine: Engine, title: str, x: torch.Tensor, rounds: int, scorecam: bo
         with torch.inference_mode():
             model(x)
 
-    cases: dict[str, Callable[[], object]] = {"forward (reference)": forward}
+    cases: dict[str, Callable[[], object]] = {"forward (reference)": forward,
+                                              "floor: hooked forward + torch.autograd.grad, no map": floor(engine, x)}
     for method in GRADIENT_METHODS:
         cases[f"cnnvis {method}"] = lambda m=method: engine.cam(x, m)
     cases["cnnvis cams (5 shared methods)"] = lambda: engine.cams(x, list(SHARED))
@@ -125,6 +126,28 @@ def speed(engine: Engine, title: str, x: torch.Tensor, rounds: int, scorecam: bo
     goals(times, base, scorecam)
     if scorecam:
         masked_throughput(engine, x, times["cnnvis scorecam"])
+
+
+def floor(engine: Engine, x: torch.Tensor) -> Callable[[], None]:
+    """What any gradient CAM built as the issue asks costs at least: a forward with a hook that
+    makes the layer's output an autograd leaf, and one ``torch.autograd.grad`` of the top logit
+    to it. No engine, no checks, no map: the bound the ratios of the gradient methods sit on."""
+    model, module = engine.model, engine.module(engine.default_cam_layer())
+    seen: dict[str, torch.Tensor] = {}
+
+    def leaf(_module: torch.nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor:
+        seen["a"] = output.detach().requires_grad_(True)
+        return seen["a"].clone()
+
+    def run() -> None:
+        handle = module.register_forward_hook(leaf)
+        try:
+            logits = model(x)
+        finally:
+            handle.remove()
+        torch.autograd.grad(logits[0, int(logits.argmax())], seen["a"])
+
+    return run
 
 
 def masked_throughput(engine: Engine, x: torch.Tensor, seconds: float) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
+from operator import attrgetter
 
 import torch
 from torch import nn
@@ -67,20 +68,26 @@ def capture_outputs(model: nn.Module, names: Collection[str], *, clone: bool = T
         yield outputs
 
 
+_training = attrgetter("training")
+
+
 @contextmanager
 def eval_mode(model: nn.Module, modules: Collection[nn.Module] | None = None) -> Iterator[nn.Module]:
     """Put every submodule in eval mode for the block and restore each one's flag afterwards.
 
     Only flags that need a change are written (``nn.Module.__setattr__`` is slow, and this
-    runs around every model call): a model already in eval mode costs one look at each
+    runs around every model call): a model already in eval mode costs two looks at each
     module. ``modules``: all of ``model.modules()`` when the caller has them listed already.
     """
-    flags = [(m, m.training) for m in (model.modules() if modules is None else modules)]
+    every = tuple(model.modules()) if modules is None else modules
+    was_training = [m for m in every if m.training] if any(map(_training, every)) else []
     try:
-        if any(training for _, training in flags):
+        if was_training:
             model.eval()
         yield model
     finally:
-        for module, training in flags:
-            if module.training != training:
-                module.training = training
+        if was_training or any(map(_training, every)):  # the block may have switched some on
+            wanted = {id(m) for m in was_training}
+            for module in every:
+                if module.training != (id(module) in wanted):
+                    module.training = id(module) in wanted

@@ -557,12 +557,13 @@ def test_a_model_fx_cannot_trace_runs_as_it_is(tiny):
 
 @pytest.mark.parametrize("n", [10, 5000])
 def test_backward_seeds_are_one_hot_rows_for_small_and_large_class_counts(n):
-    """Up to 4,096 classes the seeds are rows of a cached identity; beyond, built afresh."""
-    from cnnvis_core.cam.base import _one_hot
+    """Seeds are one-hot rows (cached per class), stacked when several classes share a backward."""
+    from cnnvis_core.cam.base import _one_hot_row, _one_hot_rows
     classes = [3, n - 1, 0]
-    rows = _one_hot(classes, n, torch.device("cpu"), torch.float32)
+    rows = _one_hot_rows(classes, n, torch.device("cpu"), torch.float32)
     expected = torch.nn.functional.one_hot(torch.tensor(classes), n).float()
     assert torch.equal(rows, expected)
+    assert torch.equal(_one_hot_row(n - 1, n, torch.device("cpu"), torch.float32), expected[1])
 
 
 def test_masked_methods_report_progress_after_every_batch(tiny, monkeypatch):

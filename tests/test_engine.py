@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import numpy as np
@@ -151,6 +152,23 @@ def test_train_mode_set_by_a_user_is_restored_but_not_used():
     model.train()
     assert torch.equal(engine.logits(x), expected)  # BatchNorm used its running stats
     assert model.training and model[1].training
+
+
+@pytest.mark.parametrize("inside", ["nothing", "switch one on", "raise"])
+def test_eval_mode_restores_each_flag_as_it_was(inside):
+    from cnnvis_core.hooks import eval_mode
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Dropout(), nn.Sequential(nn.BatchNorm2d(4), nn.ReLU()))
+    model[1].train()  # only the dropout (a Monte-Carlo dropout set-up), the rest in eval mode
+    model[2][0].train()
+    before = [m.training for m in model.modules()]
+    with pytest.raises(RuntimeError) if inside == "raise" else contextlib.nullcontext():
+        with eval_mode(model):
+            assert not any(m.training for m in model.modules())
+            if inside == "switch one on":
+                model[0].train()
+            if inside == "raise":
+                raise RuntimeError("boom")
+    assert [m.training for m in model.modules()] == before
 
 
 def test_engine_refuses_what_is_not_a_module():

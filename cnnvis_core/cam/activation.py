@@ -173,7 +173,7 @@ def score_cam(engine: Engine, x: torch.Tensor, layer: str, targets: Sequence[Tar
     per_channel = scores.view(groups.shape[0], n, -1).mean(1)[inverse.to(scores.device)]
     weights = torch.softmax(per_channel.to(A.device, A.dtype), dim=0).T
     raw = torch.relu(weighted_sum(weights, A))
-    return results(raw, size, run.targets, layer, method, run.logits)
+    return results(raw, size, run.targets, layer, method, run.scores)
 
 
 def _distinct_maps(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -124,27 +124,30 @@ def class_index(target: Target, categories: Sequence[str], n_classes: int) -> in
     return int(target)
 
 
-def resolve_targets(logits: torch.Tensor, targets: Sequence[Target] | None, top: int,
+def resolve_targets(scores: np.ndarray, targets: Sequence[Target] | None, top: int,
                     categories: Sequence[str]) -> list[int]:
-    """``targets`` as indices, or the ``top`` classes by logit (most likely first)."""
-    n = int(logits.shape[-1])
+    """``targets`` as indices, or the ``top`` classes by ``scores`` (one image's logits; most
+    likely first, the first of equal scores first, as ``torch.topk`` orders them)."""
+    n = int(scores.shape[-1])
     if targets is not None:
         return [class_index(t, categories, n) for t in targets]
-    if int(top) <= 1:  # numpy's argmax, like torch's, takes the first of equal maxima
-        return [int(logits.detach().float().cpu().numpy().argmax())]
-    return logits.detach().float().topk(min(int(top), n)).indices.tolist()
+    if int(top) <= 1:
+        return [int(scores.argmax())]
+    return np.argsort(-scores, kind="stable")[:int(top)].tolist()
 
 
 # ---------------------------------------------------------------------------- the pass
 @dataclass
 class LayerPass:
     """What one pass recorded. ``activation``: ``(B, C, h, w)``; ``grads``: ``(T, B, C, h, w)``
-    (one slice per target) or None; ``logits``: ``(B, K)``; ``linear``: the input and output of
-    the model's last ``nn.Linear`` when asked for (CAM needs them)."""
+    (one slice per target) or None; ``logits``: ``(B, K)``; ``scores``: the first image's logits
+    as a float32 array (``K``); ``linear``: the input and output of the model's last
+    ``nn.Linear`` when asked for (CAM needs them)."""
 
     activation: torch.Tensor
     grads: torch.Tensor | None
     logits: torch.Tensor
+    scores: np.ndarray
     targets: list[int]
     linear: tuple[nn.Linear, torch.Tensor, torch.Tensor] | None = None
 
@@ -169,8 +172,11 @@ def watch_layer(module: nn.Module, differentiable: bool) -> Iterator[dict[str, t
         record["a"] = leaf
         return leaf.clone()
 
-    with registered([module.register_forward_hook(hook)]):
+    handle = module.register_forward_hook(hook)
+    try:
         yield record
+    finally:
+        handle.remove()
 
 
 @contextmanager
@@ -203,23 +209,26 @@ def layer_pass(engine: Engine, x: torch.Tensor, layer: str, targets: Sequence[Ta
             logits = engine.forward(x)
         if "a" not in seen:
             raise LayerError(f"Layer {layer!r} did not run in the forward pass; pick another layer.")
-        classes = resolve_targets(logits[0], targets, top, engine.categories)
+        scores = logits[0].detach().float().cpu().numpy()
+        classes = resolve_targets(scores, targets, top, engine.categories)
         grads = _gradients(engine, logits, seen["a"], classes) if gradients else None
-    return LayerPass(seen["a"].detach(), grads, logits.detach(), classes, last.get("last"))
+    return LayerPass(seen["a"].detach(), grads, logits.detach(), scores, classes, last.get("last"))
 
 
 def _gradients(engine: Engine, logits: torch.Tensor, activation: torch.Tensor, classes: list[int]) -> torch.Tensor:
     """``∂ logits[b, c] / ∂ activation[b]`` for every class ``c``: ``(T, B, C, h, w)``, one backward."""
     # Seed 1 at [b, c] for every item b (items of a batch do not interact in eval mode): one-hot
     # rows broadcast over the batch without a copy.
-    rows = _one_hot(classes, int(logits.shape[-1]), logits.device, logits.dtype)
+    n = int(logits.shape[-1])
     try:
         if len(classes) == 1:
-            (grad,) = torch.autograd.grad(logits, activation, rows[0].expand_as(logits))
+            seed = _one_hot_row(classes[0], n, logits.device, logits.dtype).expand_as(logits)
+            (grad,) = torch.autograd.grad(logits, activation, seed)
             grad = grad.unsqueeze(0)
         else:
-            seeds = rows.unsqueeze(1).expand(len(classes), *logits.shape)
-            (grad,) = torch.autograd.grad(logits, activation, seeds, is_grads_batched=True)
+            seeds = _one_hot_rows(classes, n, logits.device, logits.dtype).unsqueeze(1)
+            (grad,) = torch.autograd.grad(logits, activation, seeds.expand(len(classes), *logits.shape),
+                                          is_grads_batched=True)
     except RuntimeError as error:
         if "does not require grad" in str(error) or "not have been used" in str(error):
             raise LayerError("The class scores do not depend on this layer's output (the model does not use "
@@ -229,20 +238,17 @@ def _gradients(engine: Engine, logits: torch.Tensor, activation: torch.Tensor, c
     return grad.detach()
 
 
-def _one_hot(classes: list[int], n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """``(T, n)``: row ``t`` is 1 at ``classes[t]``. Rows of a cached identity up to 4,096 classes
-    (64 MiB at most); built afresh beyond, where an identity would not fit in memory."""
-    if n <= 4096:
-        eye = _identity(n, device, dtype)
-        return eye[classes[0]].unsqueeze(0) if len(classes) == 1 else eye[classes]
-    rows = torch.zeros((len(classes), n), device=device, dtype=dtype)
-    rows[torch.arange(len(classes)), torch.tensor(classes)] = 1.0
-    return rows
+@lru_cache(maxsize=256)
+def _one_hot_row(c: int, n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The ``n`` vector that is 1 at ``c``, 0 elsewhere (cached: a class asked once is asked again)."""
+    row = torch.zeros(n, device=device, dtype=dtype)
+    row[c] = 1.0
+    return row
 
 
-@lru_cache(maxsize=8)
-def _identity(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    return torch.eye(n, device=device, dtype=dtype)
+def _one_hot_rows(classes: list[int], n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``(T, n)``: row ``t`` is 1 at ``classes[t]``."""
+    return torch.stack([_one_hot_row(c, n, device, dtype) for c in classes])
 
 
 # ---------------------------------------------------------------------------- maps
@@ -298,28 +304,27 @@ def unit_scale(maps: torch.Tensor) -> torch.Tensor:
 
 def unit_scale_array(maps: np.ndarray) -> np.ndarray:
     """:func:`unit_scale` for a float array ``(T, H, W)``, in place (numpy's small operations
-    cost a fraction of torch's, and the maps end up as arrays anyway)."""
-    flat = maps.reshape(len(maps), -1)
-    low = flat.min(1, keepdims=True)
-    span = flat.max(1, keepdims=True) - low
-    span[span == 0] = 1  # a constant map: flat − low = 0 everywhere, divided by 1
-    flat -= low
-    flat /= span
+    cost a fraction of torch's, and the maps end up as arrays anyway). Map by map: with one
+    or a few maps, scalar operands are cheaper than broadcast columns."""
+    for one in maps:
+        low, high = one.min(), one.max()
+        one -= low
+        if high > low:  # a constant map: one − low = 0 everywhere, and stays so
+            one /= high - low
     return maps
 
 
 def results(raw: torch.Tensor, size: tuple[int, int], classes: Sequence[int], layer: str,
-            method: str | Sequence[str], scores: torch.Tensor) -> list[CamResult]:
+            method: str | Sequence[str], scores: np.ndarray) -> list[CamResult]:
     """One :class:`CamResult` per row of ``raw`` (``(T, h, w)``), maps at ``size``; ``method``
-    names them all, or each row when it is a sequence.
+    names them all, or each row when it is a sequence; ``scores``: the image's logits.
 
     Upsampling and scaling run on the CPU in numpy, whatever the device: the low-resolution
     maps are tiny, and the results are arrays.
     """
     raw_np = np.ascontiguousarray(raw.detach().float().cpu().numpy())
     maps = unit_scale_array(upsample(raw_np, size))
-    values = scores[0].detach().float().cpu().numpy()
     names = [method] * len(classes) if isinstance(method, str) else list(method)
-    return [CamResult(maps[i], raw_np[i], int(cls), layer, names[i], float(values[cls]))
+    return [CamResult(maps[i], raw_np[i], int(cls), layer, names[i], float(scores[cls]))
             for i, cls in enumerate(classes)]
 

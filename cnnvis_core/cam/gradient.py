@@ -124,4 +124,4 @@ def smooth_gradcam_pp(engine: Engine, x: torch.Tensor, layer: str, targets: Sequ
     A, noisy = run.activation[0], run.grads[:, 1:]
     weights = _plus_plus_weights(A, noisy.mean(1), noisy.pow(2).mean(1), noisy.pow(3).mean(1))
     raw = torch.relu(weighted_sum(weights, A))
-    return results(raw, tuple(x.shape[-2:]), run.targets, layer, "smoothgradcam++", run.logits)
+    return results(raw, tuple(x.shape[-2:]), run.targets, layer, "smoothgradcam++", run.scores)

@@ -123,7 +123,7 @@ def _shared(engine: Engine, x: torch.Tensor, layer: str, names: list[str], targe
     # All maps upsampled and scaled together: one call instead of one per method.
     count = len(run.targets)
     together = results(_joined(list(raws.values())), tuple(x.shape[-2:]), run.targets * len(raws), layer,
-                       [name for name in raws for _ in run.targets], run.logits)
+                       [name for name in raws for _ in run.targets], run.scores)
     return {name: together[i * count:(i + 1) * count] for i, name in enumerate(raws)}
 
 
