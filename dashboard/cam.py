@@ -33,6 +33,8 @@ PAPER_SAMPLES = {"sscam": 35, "iscam": 10, "smoothgradcam++": 8}
 MASKED = ("scorecam", "sscam", "iscam")
 #: above this many masked forward passes the page asks before computing
 CONFIRM_PASSES = 4096
+#: session-state key: the masked maps (store keys) the user stopped, not to be started again unasked
+STOPPED = "cam_stopped"
 
 
 def _layer_key(layer: str | None) -> str:
@@ -112,18 +114,52 @@ def _masked_store() -> _Store:
     return _Store()
 
 
+class Stopped(Exception):
+    """The user stopped this masked map while it ran; nothing of it was kept (:func:`resume_button`)."""
+
+    def __init__(self, key: tuple) -> None:
+        super().__init__(f"{TITLES[key[2]]}: stopped")
+        self.key = key
+
+
+def _stop(key: tuple) -> None:
+    st.session_state.setdefault(STOPPED, set()).add(key)
+
+
+def resume_button(stopped: Stopped, where: str) -> None:
+    """Say that the map was stopped, with a button that computes it again."""
+    st.info(f"{stopped} before its map was complete; nothing of it was kept.")
+    st.button("Compute it again", key=f"cam_resume_{where}_{_key_text(stopped.key)}",
+              on_click=lambda: st.session_state.get(STOPPED, set()).discard(stopped.key))
+
+
+def _key_text(key: tuple) -> str:
+    return "_".join(map(str, key))
+
+
 def _masked(engine: Engine, key: tuple, image, show_progress: bool) -> CamResult | CnnvisError:
-    """A Score-CAM-family map, from the store or computed under a progress bar.
+    """A Score-CAM-family map, from the store or computed under a progress bar with a Stop button.
 
     Not ``st.cache_data``: its one pass per channel and sample can take minutes on a CPU, and a
     cached function may not update a progress bar drawn outside it. A refusal is stored too.
+    Stop (or any other widget) makes Streamlit rerun, which interrupts the computation at the
+    bar's next update: the exception leaves the engine (hooks removed, nothing stored), and the
+    rerun finds the map in the session's stopped set and raises :class:`Stopped` instead of
+    starting it again.
     """
     store = _masked_store()
     found = store.get(key)
     if found is not None:
         return found
+    if key in st.session_state.get(STOPPED, set()):
+        raise Stopped(key)
     _engine_key, _image_key, method, layer, target, options = key
-    bar = st.progress(0.0, text=f"{TITLES[method]}: masked forward passes…") if show_progress else None
+    slot = st.empty() if show_progress else None
+    if slot is not None:
+        with slot.container():
+            bar = st.progress(0.0, text=f"{TITLES[method]}: masked forward passes…")
+            st.button("Stop", key=f"cam_stop_{_key_text(key)}", on_click=_stop, args=(key,),
+                      help="Stops the masked passes; nothing of this map is kept.")
     last = [time.perf_counter(), 0]  # time and count of the previous report
 
     def progress(done: int, total: int) -> None:
@@ -135,14 +171,14 @@ def _masked(engine: Engine, key: tuple, image, show_progress: bool) -> CamResult
         left = f"about {rate * (total - done):.0f} s left" if done >= total / 10 else "estimating the time left"
         bar.progress(done / total, text=f"{TITLES[method]}: {done:,} of {total:,} masked forward passes · {left}")
 
-    extra = {"progress": progress} if bar is not None else {}
+    extra = {"progress": progress} if slot is not None else {}
     try:
         found = engine.cam(image, method, layer or None, target, **dict(options), **extra)
     except CnnvisError as error:
         found = error
     finally:
-        if bar is not None:
-            bar.empty()
+        if slot is not None:
+            slot.empty()
     store.put(key, found)
     return found
 

@@ -113,6 +113,9 @@ def compare(engine, chosen, view, layer, target: int, alpha: float, cmap: str) -
                 st.caption(TITLES[name])
                 show_error(error)
                 continue
+            except glue.Stopped as stopped:
+                glue.resume_button(stopped, "compare")
+                continue
             st.image(glue.overlay_png(view, result, alpha, cmap), width="stretch", caption=TITLES[name])
 
 
@@ -145,6 +148,8 @@ with cam_tab:
             glue.cam_result(engine, chosen, method, layer, target, options)
         except CnnvisError as error:
             show_error(error)
+        except glue.Stopped as stopped:
+            glue.resume_button(stopped, "main")
         else:
             overlays(engine, chosen, method, layer, target, options)
 with faith_tab:
@@ -158,5 +163,7 @@ with faith_tab:
                                                            f"{engine.categories[curves.target]}"), width="stretch")
         except CnnvisError as error:
             show_error(error)
+        except glue.Stopped:
+            st.caption("The map was stopped before it was complete; compute it again to see its curves.")
 with grad_tab:
     saliency_panel(engine, chosen, target)

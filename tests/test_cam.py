@@ -580,3 +580,31 @@ def test_masked_methods_report_progress_after_every_batch(tiny, monkeypatch):
     assert [done for done, _ in calls] == list(range(1, len(calls) + 1))  # one call per single-input batch
     with pytest.raises(InputError, match="progress"):
         engine.cam(x, "gradcam", progress=print)  # not an option of the gradient methods
+
+
+def test_raising_from_progress_cancels_a_masked_map_and_leaves_the_engine_clean(tiny, monkeypatch):
+    """The dashboard's Stop button interrupts the run from inside ``progress``; the exception must
+    come out as raised, after that batch, with no hook left, and the next call must be unaffected."""
+    from cnnvis_core.cam import batching
+    engine, x, _ = tiny
+    plain = engine.cam(x, "iscam", layer="conv2", target=0, n_samples=5)
+    monkeypatch.setattr(batching, "free_memory", lambda device: 0)  # one masked input per batch
+
+    class Cancel(Exception):
+        pass
+
+    calls: list[int] = []
+
+    def cancel_at_third(done: int, total: int) -> None:
+        calls.append(done)
+        if len(calls) == 3:
+            raise Cancel
+
+    before = engine.counters.snapshot()[0]
+    with pytest.raises(Cancel):
+        engine.cam(x, "iscam", layer="conv2", target=0, n_samples=5, progress=cancel_at_third)
+    assert calls == [1, 2, 3], "the job went on after progress raised"
+    assert engine.counters.snapshot()[0] - before == 1 + 3  # the layer pass, then three one-input batches
+    assert hook_count(engine.model) == 0
+    again = engine.cam(x, "iscam", layer="conv2", target=0, n_samples=5)
+    np.testing.assert_allclose(again.raw, plain.raw, rtol=1e-5, atol=1e-7)

@@ -63,3 +63,34 @@ def test_a_masked_method_runs_under_a_progress_bar_then_shows_its_map(app: AppPa
     app.wait_idle()
     expect(bar).to_have_count(0)
     app.assert_no_exception()
+
+
+def test_stop_ends_a_masked_map_and_keeps_it_stopped_until_asked_again(app: AppPage, screenshots):
+    """SS-CAM: 35 noisy masks per channel (4,480 passes on the demo's last layer, several seconds).
+    Stop interrupts it: the bar goes, the page says so and shows no map, a rerun does not start it
+    again; "Compute it again" does, and the map comes."""
+    app.go_to("Class activation maps")
+    title = TITLES["sscam"]
+    app.select("Method", title)
+    app.main().get_by_role("button", name=re.compile(r"^Compute anyway")).click()
+    bar = app.main().get_by_test_id("stProgress")
+    expect(bar).to_be_visible()
+    app.main().get_by_role("button", name="Stop", exact=True).click()
+    stopped = app.main().get_by_text(re.compile(rf"^{re.escape(title)}: stopped before its map was complete"))
+    expect(stopped).to_be_visible()
+    app.wait_idle()
+    expect(bar).to_have_count(0)
+    overlay = app.main().get_by_test_id("stImageCaption").get_by_text(re.compile(rf"^{re.escape(title)} · class "))
+    expect(overlay).to_have_count(0)
+    app.screenshot(screenshots, "cam-sscam-stopped")
+
+    app.rerun()
+    expect(stopped).to_be_visible()
+    expect(bar).to_have_count(0)
+
+    app.main().get_by_role("button", name="Compute it again").click()
+    expect(bar).to_be_visible()
+    expect(overlay).to_have_count(1, timeout=UI_TIMEOUT_MS * 2)  # 4,480 passes: seconds, more on a busy machine
+    app.wait_idle()
+    expect(stopped).to_have_count(0)
+    app.assert_no_exception()
