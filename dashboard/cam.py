@@ -12,6 +12,7 @@ Layer-CAM) are computed together the first time any of them is asked for.
 from __future__ import annotations
 
 import io
+import itertools
 import threading
 import time
 from collections import OrderedDict
@@ -122,6 +123,9 @@ class Stopped(Exception):
         self.key = key
 
 
+_stop_buttons = itertools.count()
+
+
 def _stop(key: tuple) -> None:
     st.session_state.setdefault(STOPPED, set()).add(key)
 
@@ -158,7 +162,9 @@ def _masked(engine: Engine, key: tuple, image, show_progress: bool) -> CamResult
     if slot is not None:
         with slot.container():
             bar = st.progress(0.0, text=f"{TITLES[method]}: masked forward passes…")
-            st.button("Stop", key=f"cam_stop_{_key_text(key)}", on_click=_stop, args=(key,),
+            # A key of its own each time: the same map may be computed twice in a run (another
+            # session can evict it from the store between two reads).
+            st.button("Stop", key=f"cam_stop_{next(_stop_buttons)}", on_click=_stop, args=(key,),
                       help="Stops the masked passes; nothing of this map is kept.")
     last = [time.perf_counter(), 0]  # time and count of the previous report
 

@@ -100,3 +100,40 @@ def test_score_cam_runs_once_under_a_progress_bar_then_comes_from_the_store():
     _ok(at)
     assert _overlay(at)[0] == caption
     assert _passes(at) == elsewhere, "back on Score-CAM, its map (and its curves) must come from the store"
+
+
+def test_a_stopped_masked_map_is_not_started_again_until_asked(monkeypatch):
+    """The state the Stop button leaves (its key in the session's stopped set): the page says the
+    map was stopped, shows none, runs nothing on reruns; "Compute it again" computes it. (The
+    interruption itself, mid-run, is a browser test: AppTest cannot click while a script runs.)"""
+    from dashboard import cam as glue
+
+    asked: list[tuple] = []
+
+    class Forgetful(glue._Store):  # keeps nothing, so only the stopped set can prevent a computation
+        def get(self, key: tuple) -> None:
+            asked.append(key)
+
+        def put(self, key: tuple, value: object) -> None:
+            pass
+
+    monkeypatch.setattr(glue, "_masked_store", lambda store=Forgetful(): store)
+    at = _open()
+    at.selectbox(key="cam_method").set_value("scorecam")
+    at.selectbox(key="cam_layer").set_value("features.relu5")
+    _ok(at)
+    assert "Score-CAM" in _overlay(at)[0]
+    at.session_state[glue.STOPPED] = {asked[-1]}  # what the Stop button's callback leaves
+    before = _passes(at)
+    for _ in range(2):
+        _ok(at)
+        assert any("Score-CAM (Wang et al. 2020): stopped before its map was complete" in i.value for i in at.info)
+        assert not any("· layer " in img.caption for image in at.get("image") for img in image.proto.imgs)
+        assert _passes(at) == before, "a stopped map was started again without being asked"
+
+    [again] = [b for b in at.button if b.label == "Compute it again"]
+    again.click()
+    _ok(at)
+    assert "Score-CAM" in _overlay(at)[0]
+    assert _passes(at)[0] > before[0]
+    assert not any("stopped" in i.value for i in at.info)
