@@ -69,19 +69,41 @@ def _single(_engine: Engine, engine_key: str, _image, image_key: str, method: st
 
 
 def cam_result(engine: Engine, chosen: ChosenImage, method: str, layer: str | None, target: int | None,
-               options: tuple = ()) -> CamResult:
-    """The map of ``method`` (cached; the shared-pass methods come as one bundle)."""
-    return _cam(engine, model_key(), chosen.image, chosen.key, method, _layer_key(layer), target, options)
+               options: tuple = (), stoppable: bool = True) -> CamResult:
+    """The map of ``method`` (cached; the shared-pass methods come as one bundle).
+
+    ``stoppable=False`` inside an ``st.fragment``: Streamlit queues the reruns a fragment's own
+    widgets ask for until the running script ends, so a Stop button there could stop nothing.
+    """
+    return _cam(engine, model_key(), chosen.image, chosen.key, method, _layer_key(layer), target, options,
+                stoppable=stoppable)
+
+
+def fits_in_row(engine: Engine, chosen: ChosenImage, method: str, layer: str | None, target: int | None) -> bool:
+    """Whether the comparison row (a fragment, where nothing can be stopped) may show ``method``:
+    any method but the masked ones, and those when their map is stored already or is quick to
+    make (at most :data:`CONFIRM_PASSES` passes on a GPU or a small model)."""
+    if method not in MASKED:
+        return True
+    key = _store_key(model_key(), chosen.key, method, _layer_key(layer), target, ())
+    quick = masked_passes(engine, method, layer, None) <= CONFIRM_PASSES and cheap_model(engine)
+    return quick or _masked_store().get(key) is not None
+
+
+def _store_key(engine_key: str, image_key: str, method: str, layer: str, target: int | None,
+               options: tuple) -> tuple:
+    return engine_key, image_key, method, layer, target, options
 
 
 def _cam(engine: Engine, engine_key: str, image, image_key: str, method: str, layer: str, target: int | None,
-         options: tuple, show_progress: bool = True) -> CamResult:
+         options: tuple, show_progress: bool = True, stoppable: bool = True) -> CamResult:
     if method in SHARED:
         bundle = _shared(engine, engine_key, image, image_key, layer, target)
         if method in bundle:
             return bundle[method]
     if method in MASKED:
-        found = _masked(engine, (engine_key, image_key, method, layer, target, options), image, show_progress)
+        key = _store_key(engine_key, image_key, method, layer, target, options)
+        found = _masked(engine, key, image, show_progress, stoppable)
     else:
         found = _single(engine, engine_key, image, image_key, method, layer, target, options)
     if isinstance(found, CnnvisError):
@@ -141,8 +163,9 @@ def _key_text(key: tuple) -> str:
     return "_".join(map(str, key))
 
 
-def _masked(engine: Engine, key: tuple, image, show_progress: bool) -> CamResult | CnnvisError:
-    """A Score-CAM-family map, from the store or computed under a progress bar with a Stop button.
+def _masked(engine: Engine, key: tuple, image, show_progress: bool, stoppable: bool) -> CamResult | CnnvisError:
+    """A Score-CAM-family map, from the store or computed under a progress bar (with a Stop
+    button when ``stoppable``).
 
     Not ``st.cache_data``: its one pass per channel and sample can take minutes on a CPU, and a
     cached function may not update a progress bar drawn outside it. A refusal is stored too.
@@ -164,8 +187,9 @@ def _masked(engine: Engine, key: tuple, image, show_progress: bool) -> CamResult
             bar = st.progress(0.0, text=f"{TITLES[method]}: masked forward passes…")
             # A key of its own each time: the same map may be computed twice in a run (another
             # session can evict it from the store between two reads).
-            st.button("Stop", key=f"cam_stop_{next(_stop_buttons)}", on_click=_stop, args=(key,),
-                      help="Stops the masked passes; nothing of this map is kept.")
+            if stoppable:
+                st.button("Stop", key=f"cam_stop_{next(_stop_buttons)}", on_click=_stop, args=(key,),
+                          help="Stops the masked passes; nothing of this map is kept.")
     last = [time.perf_counter(), 0]  # time and count of the previous report
 
     def progress(done: int, total: int) -> None:

@@ -104,11 +104,12 @@ def compare(engine, chosen, view, layer, target: int, alpha: float, cmap: str) -
         return
     for column, name in zip(st.columns(len(methods)), methods):
         with column:
-            if glue.masked_passes(engine, name, layer, None) > glue.CONFIRM_PASSES:
-                st.caption(f"{TITLES[name]}: many passes on this layer; choose it above to compute it.")
+            if not glue.fits_in_row(engine, chosen, name, layer, target):
+                st.caption(f"{TITLES[name]}: many masked passes on this model and layer; choose it as the method "
+                           "above to compute it (there it can be stopped).")
                 continue
             try:
-                result = glue.cam_result(engine, chosen, name, layer, target)
+                result = glue.cam_result(engine, chosen, name, layer, target, stoppable=False)
             except CnnvisError as error:
                 st.caption(TITLES[name])
                 show_error(error)

@@ -137,3 +137,26 @@ def test_a_stopped_masked_map_is_not_started_again_until_asked(monkeypatch):
     assert "Score-CAM" in _overlay(at)[0]
     assert _passes(at)[0] > before[0]
     assert not any("stopped" in i.value for i in at.info)
+
+
+def test_the_comparison_row_leaves_long_masked_maps_to_the_stoppable_main_view(monkeypatch):
+    """The row runs in a fragment, where no Stop can act: on a model where masked passes are slow
+    it shows a note instead of starting Score-CAM, until the map exists (computed as the method above)."""
+    from dashboard import cam as glue
+    monkeypatch.setattr(glue, "cheap_model", lambda engine: False)  # as for resnet50 on a CPU
+    at = _open()
+    at.toggle(key="cam_faith").set_value(False)
+    at.multiselect(key="cam_compare").set_value(["gradcam", "scorecam"])
+    at.selectbox(key="cam_layer").set_value("features.relu6")
+    _ok(at)
+    before = _passes(at)
+    assert any("Score-CAM (Wang et al. 2020): many masked passes" in c.value for c in at.caption)
+    _ok(at)
+    assert _passes(at) == before, "the comparison row started a long masked map"
+
+    at.selectbox(key="cam_method").set_value("scorecam")
+    _ok(at)
+    assert _passes(at)[0] > before[0]
+    assert not any("many masked passes" in c.value for c in at.caption)
+    row = [img.caption for image in at.get("image") for img in image.proto.imgs]
+    assert "Score-CAM (Wang et al. 2020)" in row, row

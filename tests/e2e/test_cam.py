@@ -94,3 +94,4 @@ def test_stop_ends_a_masked_map_and_keeps_it_stopped_until_asked_again(app: AppP
     app.wait_idle()
     expect(stopped).to_have_count(0)
     app.assert_no_exception()
+
