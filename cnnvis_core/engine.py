@@ -90,6 +90,8 @@ class Engine:
         self.model = model.eval().to(self.device)
         for param in self.model.parameters():
             param.requires_grad_(False)
+        #: number of parameters of the model
+        self.parameter_count = sum(param.numel() for param in self.model.parameters())
         self.input_size = tuple(int(s) for s in input_size)
         self.transform = transform or default_transform(self.input_size)
         self.name = name or type(model).__name__
@@ -139,6 +141,12 @@ class Engine:
     def modules_of_type(self, kind: type) -> list[nn.Module]:
         """The submodules that are instances of ``kind``, in registration order."""
         return [module for module in self._module_list if isinstance(module, kind)]
+
+    @property
+    def quick_passes(self) -> bool:
+        """Whether a few dozen extra passes take a moment: on a GPU, or a model under 5 M parameters
+        (the dashboard then runs optional analyses without being asked)."""
+        return self.device.type == "cuda" or self.parameter_count < 5_000_000
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """One counted forward pass of the model (call inside :meth:`session`)."""

@@ -160,8 +160,11 @@ def kernel_page(weight: torch.Tensor, page: int = 0, per_page: int = 256, scalin
 
 
 # ---------------------------------------------------------------------------- numbers
-def weight_histogram(weight: torch.Tensor, bins: int = 80) -> tuple[np.ndarray, np.ndarray]:
-    """``(counts, edges)`` of all the layer's weights in ``bins`` equal bins (numpy's rule)."""
+def weight_histogram(weight: torch.Tensor, bins: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(counts, edges)`` of all the layer's weights in ``bins`` equal bins; by default Rice's
+    rule, ``2·n^(1/3)`` bins for ``n`` weights, kept between 10 and 80."""
+    if bins is None:
+        bins = int(min(80, max(10, round(2 * weight.numel() ** (1 / 3)))))
     return np.histogram(weight.detach().float().reshape(-1).numpy(), bins=bins)
 
 

@@ -105,11 +105,11 @@ def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.5, cmap: str 
     return Image.fromarray(np.clip(mixed + 0.5, 0, 255).astype(np.uint8))
 
 
-def to_png_bytes(image: Image.Image | np.ndarray) -> bytes:
-    """PNG file contents of an image or a uint8 array (for download buttons)."""
-
+def to_png_bytes(image: Image.Image | np.ndarray, compress_level: int = 6) -> bytes:
+    """PNG file contents of an image or a uint8 array (for download buttons); ``compress_level``
+    is zlib's, 0 (none) to 9, Pillow's default 6."""
     if isinstance(image, np.ndarray):
-        image = Image.fromarray(image)
+        image = Image.fromarray(np.ascontiguousarray(image, np.uint8))
     buffer = io.BytesIO()
-    image.save(buffer, "PNG")
+    image.save(buffer, "PNG", compress_level=compress_level)
     return buffer.getvalue()

@@ -9,7 +9,6 @@ square. The layout matches torchvision's ``make_grid``: row-major, ``ncols`` til
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from functools import lru_cache
@@ -18,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .errors import InputError
+from .render import to_png_bytes
 
 #: colour of the gaps between tiles (light gray, distinct from every colormap's ends)
 BACKGROUND = (236, 236, 236)
@@ -81,9 +81,7 @@ def sheet_png(sheet: np.ndarray) -> bytes:
     """PNG file contents of a sheet, lossless, with zlib's fastest level: a 512-tile sheet
     (1336×1681) encodes about 3× faster than at Pillow's default level for ~10 % more bytes,
     which matters because pages re-encode a sheet whenever the user changes the view."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(sheet, np.uint8)).save(buffer, "PNG", compress_level=1)
-    return buffer.getvalue()
+    return to_png_bytes(sheet, compress_level=1)
 
 
 @lru_cache(maxsize=8)

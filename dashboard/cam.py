@@ -16,6 +16,8 @@ import itertools
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import plotly.graph_objects as go
@@ -85,14 +87,24 @@ def fits_in_row(engine: Engine, chosen: ChosenImage, method: str, layer: str | N
     make (at most :data:`CONFIRM_PASSES` passes on a GPU or a small model)."""
     if method not in MASKED:
         return True
-    key = _store_key(model_key(), chosen.key, method, _layer_key(layer), target, ())
-    quick = masked_passes(engine, method, layer, None) <= CONFIRM_PASSES and cheap_model(engine)
+    key = MaskedKey(model_key(), chosen.key, method, _layer_key(layer), target, ())
+    quick = masked_passes(engine, method, layer, None) <= CONFIRM_PASSES and engine.quick_passes
     return quick or _masked_store().get(key) is not None
 
 
-def _store_key(engine_key: str, image_key: str, method: str, layer: str, target: int | None,
-               options: tuple) -> tuple:
-    return engine_key, image_key, method, layer, target, options
+class MaskedKey(NamedTuple):
+    """What a masked method's map depends on: its key in the shared store and the stopped set."""
+
+    engine_key: str
+    image_key: str
+    method: str
+    layer: str
+    target: int | None
+    options: tuple
+
+    def text(self) -> str:
+        """The key as a widget-key suffix."""
+        return "_".join(map(str, self))
 
 
 def _cam(engine: Engine, engine_key: str, image, image_key: str, method: str, layer: str, target: int | None,
@@ -102,7 +114,7 @@ def _cam(engine: Engine, engine_key: str, image, image_key: str, method: str, la
         if method in bundle:
             return bundle[method]
     if method in MASKED:
-        key = _store_key(engine_key, image_key, method, layer, target, options)
+        key = MaskedKey(engine_key, image_key, method, layer, target, options)
         found = _masked(engine, key, image, show_progress, stoppable)
     else:
         found = _single(engine, engine_key, image, image_key, method, layer, target, options)
@@ -116,16 +128,16 @@ class _Store:
 
     def __init__(self, size: int = 32) -> None:
         self._lock = threading.Lock()
-        self._items: OrderedDict[tuple, CamResult | CnnvisError] = OrderedDict()
+        self._items: OrderedDict[MaskedKey, CamResult | CnnvisError] = OrderedDict()
         self._size = size
 
-    def get(self, key: tuple) -> CamResult | CnnvisError | None:
+    def get(self, key: MaskedKey) -> CamResult | CnnvisError | None:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
             return self._items.get(key)
 
-    def put(self, key: tuple, value: CamResult | CnnvisError) -> None:
+    def put(self, key: MaskedKey, value: CamResult | CnnvisError) -> None:
         with self._lock:
             self._items[key] = value
             while len(self._items) > self._size:
@@ -140,30 +152,26 @@ def _masked_store() -> _Store:
 class Stopped(Exception):
     """The user stopped this masked map while it ran; nothing of it was kept (:func:`resume_button`)."""
 
-    def __init__(self, key: tuple) -> None:
-        super().__init__(f"{TITLES[key[2]]}: stopped")
+    def __init__(self, key: MaskedKey) -> None:
+        super().__init__(f"{TITLES[key.method]}: stopped")
         self.key = key
 
 
 _stop_buttons = itertools.count()
 
 
-def _stop(key: tuple) -> None:
+def _stop(key: MaskedKey) -> None:
     st.session_state.setdefault(STOPPED, set()).add(key)
 
 
 def resume_button(stopped: Stopped, where: str) -> None:
     """Say that the map was stopped, with a button that computes it again."""
     st.info(f"{stopped} before its map was complete; nothing of it was kept.")
-    st.button("Compute it again", key=f"cam_resume_{where}_{_key_text(stopped.key)}",
+    st.button("Compute it again", key=f"cam_resume_{where}_{stopped.key.text()}",
               on_click=lambda: st.session_state.get(STOPPED, set()).discard(stopped.key))
 
 
-def _key_text(key: tuple) -> str:
-    return "_".join(map(str, key))
-
-
-def _masked(engine: Engine, key: tuple, image, show_progress: bool, stoppable: bool) -> CamResult | CnnvisError:
+def _masked(engine: Engine, key: MaskedKey, image, show_progress: bool, stoppable: bool) -> CamResult | CnnvisError:
     """A Score-CAM-family map, from the store or computed under a progress bar (with a Stop
     button when ``stoppable``).
 
@@ -180,16 +188,30 @@ def _masked(engine: Engine, key: tuple, image, show_progress: bool, stoppable: b
         return found
     if key in st.session_state.get(STOPPED, set()):
         raise Stopped(key)
-    _engine_key, _image_key, method, layer, target, options = key
     slot = st.empty() if show_progress else None
-    if slot is not None:
-        with slot.container():
-            bar = st.progress(0.0, text=f"{TITLES[method]}: masked forward passes…")
+    extra = {"progress": _progress_bar(slot, key, stoppable)} if slot is not None else {}
+    try:
+        found = engine.cam(image, key.method, key.layer or None, key.target, **dict(key.options), **extra)
+    except CnnvisError as error:
+        found = error
+    finally:
+        if slot is not None:
+            slot.empty()
+    store.put(key, found)
+    return found
+
+
+def _progress_bar(slot, key: MaskedKey, stoppable: bool) -> Callable[[int, int], None]:
+    """Draw a progress bar in ``slot`` (with a Stop button when ``stoppable``); return the
+    ``progress(done, total)`` callback that moves it and tells the time left."""
+    title = TITLES[key.method]
+    with slot.container():
+        bar = st.progress(0.0, text=f"{title}: masked forward passes…")
+        if stoppable:
             # A key of its own each time: the same map may be computed twice in a run (another
             # session can evict it from the store between two reads).
-            if stoppable:
-                st.button("Stop", key=f"cam_stop_{next(_stop_buttons)}", on_click=_stop, args=(key,),
-                          help="Stops the masked passes; nothing of this map is kept.")
+            st.button("Stop", key=f"cam_stop_{next(_stop_buttons)}", on_click=_stop, args=(key,),
+                      help="Stops the masked passes; nothing of this map is kept.")
     last = [time.perf_counter(), 0]  # time and count of the previous report
 
     def progress(done: int, total: int) -> None:
@@ -199,18 +221,9 @@ def _masked(engine: Engine, key: tuple, image, show_progress: bool, stoppable: b
         rate = (now - last[0]) / max(done - last[1], 1)
         last[:] = [now, done]
         left = f"about {rate * (total - done):.0f} s left" if done >= total / 10 else "estimating the time left"
-        bar.progress(done / total, text=f"{TITLES[method]}: {done:,} of {total:,} masked forward passes · {left}")
+        bar.progress(done / total, text=f"{title}: {done:,} of {total:,} masked forward passes · {left}")
 
-    extra = {"progress": progress} if slot is not None else {}
-    try:
-        found = engine.cam(image, method, layer or None, target, **dict(options), **extra)
-    except CnnvisError as error:
-        found = error
-    finally:
-        if slot is not None:
-            slot.empty()
-    store.put(key, found)
-    return found
+    return progress
 
 
 @st.cache_data(max_entries=64, show_spinner="Deleting and inserting pixels…")
@@ -254,11 +267,6 @@ def masked_passes(engine: Engine, method: str, layer: str | None, n_samples: int
         return 0
     info = engine.layer(layer or engine.default_cam_layer())
     return info.channels * (1 if method == "scorecam" else int(n_samples or PAPER_SAMPLES[method]))
-
-
-def cheap_model(engine: Engine) -> bool:
-    """True when a few dozen extra forward passes are quick (a GPU, or under 5 M parameters)."""
-    return engine.device.type == "cuda" or sum(p.numel() for p in engine.model.parameters()) < 5_000_000
 
 
 def curves_figure(result: Faithfulness, title: str) -> go.Figure:

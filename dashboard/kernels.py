@@ -73,9 +73,7 @@ def kernel_page(engine: Engine, layer: str, page: int, per_page: int, scaling: s
 
 def histogram_figure(engine: Engine, layer: str) -> go.Figure:
     """Histogram of all the layer's weights."""
-    w = weight(engine, layer)
-    bins = int(min(80, max(10, round(2 * w.numel() ** (1 / 3)))))   # Rice's rule, 10 to 80 bins
-    counts, edges = kx.weight_histogram(w, bins)
+    counts, edges = kx.weight_histogram(weight(engine, layer))
     centres = (edges[:-1] + edges[1:]) / 2
     figure = go.Figure(go.Bar(x=centres, y=counts, width=np.diff(edges), marker_color="#4c78a8",
                               hovertemplate="%{x:.3g}: %{y} weights<extra></extra>"))

@@ -74,17 +74,12 @@ def strongest_channels(engine: Engine, chosen: ChosenImage, layer: str) -> tuple
 
 
 # ---------------------------------------------------------------------------- the panel
-def cheap(engine: Engine) -> bool:
-    """True where a few more passes are quick (a GPU, or a model under 5 M parameters)."""
-    return engine.device.type == "cuda" or sum(p.numel() for p in engine.model.parameters()) < 5_000_000
-
-
 def saliency_panel(engine: Engine, chosen: ChosenImage, target: int | None) -> None:
     """Saliency maps for class ``target`` (top-1 when None), then the deconvnet reconstruction.
 
     On a large model on the CPU nothing runs until the user asks (a page's tabs all execute)."""
     st.subheader("Gradients: saliency, deconvnet, guided backpropagation")
-    if not st.toggle("Compute the gradient maps (one forward and one backward pass each)", value=cheap(engine),
+    if not st.toggle("Compute the gradient maps (one forward and one backward pass each)", value=engine.quick_passes,
                      key="saliency_on"):
         return
     pick, view_col, cmap_col = st.columns([3, 2, 1])

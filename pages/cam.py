@@ -156,7 +156,7 @@ with cam_tab:
 with faith_tab:
     st.caption("Petsiuk et al. (RISE): delete the most salient pixels first (to the input's zero, the mean colour) "
                "and the class probability should fall fast; insert them into a blurred copy and it should rise fast.")
-    if st.toggle("Compute the curves (2 × 33 forward passes)", value=glue.cheap_model(engine), key="cam_faith"):
+    if st.toggle("Compute the curves (2 × 33 forward passes)", value=engine.quick_passes, key="cam_faith"):
         try:
             if ready:
                 curves = glue.faithfulness(engine, chosen, method, layer, target, options)

@@ -142,8 +142,8 @@ def test_a_stopped_masked_map_is_not_started_again_until_asked(monkeypatch):
 def test_the_comparison_row_leaves_long_masked_maps_to_the_stoppable_main_view(monkeypatch):
     """The row runs in a fragment, where no Stop can act: on a model where masked passes are slow
     it shows a note instead of starting Score-CAM, until the map exists (computed as the method above)."""
-    from dashboard import cam as glue
-    monkeypatch.setattr(glue, "cheap_model", lambda engine: False)  # as for resnet50 on a CPU
+    from cnnvis_core import Engine
+    monkeypatch.setattr(Engine, "quick_passes", property(lambda engine: False))  # as for resnet50 on a CPU
     at = _open()
     at.toggle(key="cam_faith").set_value(False)
     at.multiselect(key="cam_compare").set_value(["gradcam", "scorecam"])

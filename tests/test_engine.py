@@ -171,6 +171,14 @@ def test_eval_mode_restores_each_flag_as_it_was(inside):
     assert [m.training for m in model.modules()] == before
 
 
+def test_quick_passes_means_a_gpu_or_under_five_million_parameters(demo_engine):
+    assert demo_engine.parameter_count == sum(p.numel() for p in demo_engine.model.parameters())
+    assert demo_engine.quick_passes  # ~0.4 M parameters
+    big = Engine(nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 26_100)), input_size=(8, 8), device="cpu")
+    assert big.parameter_count == 192 * 26_100 + 26_100 > 5_000_000
+    assert not big.quick_passes
+
+
 def test_engine_refuses_what_is_not_a_module():
     with pytest.raises(ModelError, match="torch.nn.Module"):
         Engine(lambda x: x)

@@ -119,6 +119,8 @@ def test_norms_match_numpy_and_flag_the_smallest():
     counts, edges = kx.weight_histogram(w, bins=20)
     assert counts.sum() == w.numel() and len(edges) == 21
     assert math.isclose(edges[0], float(w.min()), rel_tol=1e-6)
+    # Rice's rule by default: 2 · 432^(1/3) = 15.1 → 15 bins, clamped to 10 … 80
+    assert [len(kx.weight_histogram(t)[0]) for t in (w, torch.ones(8), torch.zeros(10 ** 6))] == [15, 10, 80]
 
 
 def test_unit_tiles_rejects_unknown_scaling_and_handles_zero_kernels():

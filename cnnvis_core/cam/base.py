@@ -127,7 +127,7 @@ def class_index(target: Target, categories: Sequence[str], n_classes: int) -> in
 def resolve_targets(scores: np.ndarray, targets: Sequence[Target] | None, top: int,
                     categories: Sequence[str]) -> list[int]:
     """``targets`` as indices, or the ``top`` classes by ``scores`` (one image's logits; most
-    likely first, the first of equal scores first, as ``torch.topk`` orders them)."""
+    likely first; of equal scores, the lower class index first)."""
     n = int(scores.shape[-1])
     if targets is not None:
         return [class_index(t, categories, n) for t in targets]
