@@ -17,6 +17,7 @@ objects, and each class of two-object images), on the object's silhouette
 from __future__ import annotations
 
 import argparse
+import logging
 import statistics
 import sys
 import time
@@ -32,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.timing import interleaved_medians, timed  # noqa: E402
 from cnnvis_core import Engine  # noqa: E402
 from cnnvis_core.cam import METHODS, SHARED, pointing_game, silhouette  # noqa: E402
+from cnnvis_core.cam.base import unit_scale_array, upsample  # noqa: E402
+from cnnvis_core.cam.gradient import FORMULAS  # noqa: E402
 from cnnvis_core.demo import HELD_OUT_SEED_START, sample  # noqa: E402
 
 #: seeds of the pointing game: held out from training, tests and the dashboard's samples
@@ -65,6 +68,7 @@ def torchcam_cases(model: torch.nn.Module, layer: str, x: torch.Tensor, target: 
         from torchcam import methods
     except ImportError:
         return {}
+    logging.getLogger("torchcam").setLevel(logging.ERROR)  # CAM logs its guess of the head at every call
     shape = tuple(x.shape[1:])
     out = {}
     for name, cls in (("cam", methods.CAM), ("gradcam", methods.GradCAM), ("gradcam++", methods.GradCAMpp),
@@ -99,7 +103,9 @@ def speed(engine: Engine, title: str, x: torch.Tensor, rounds: int, scorecam: bo
             model(x)
 
     cases: dict[str, Callable[[], object]] = {"forward (reference)": forward,
-                                              "floor: hooked forward + torch.autograd.grad, no map": floor(engine, x)}
+                                              "floor: hooked forward + torch.autograd.grad, no map": floor(engine, x),
+                                              "floor + gradcam++ map (cnnvis maths, no engine)":
+                                                  floor(engine, x, "gradcam++")}
     for method in GRADIENT_METHODS:
         cases[f"cnnvis {method}"] = lambda m=method: engine.cam(x, m)
     cases["cnnvis cams (5 shared methods)"] = lambda: engine.cams(x, list(SHARED))
@@ -128,11 +134,17 @@ def speed(engine: Engine, title: str, x: torch.Tensor, rounds: int, scorecam: bo
         masked_throughput(engine, x, times["cnnvis scorecam"])
 
 
-def floor(engine: Engine, x: torch.Tensor) -> Callable[[], None]:
+def floor(engine: Engine, x: torch.Tensor, method: str | None = None) -> Callable[[], None]:
     """What any gradient CAM built as the issue asks costs at least: a forward with a hook that
     makes the layer's output an autograd leaf, and one ``torch.autograd.grad`` of the top logit
-    to it. No engine, no checks, no map: the bound the ratios of the gradient methods sit on."""
+    to it. No engine, no checks, no map: the bound the ratios of the gradient methods sit on.
+
+    With ``method`` (a name of :data:`cnnvis_core.cam.gradient.FORMULAS`), the map too, from
+    cnnvis's own formula, upsampling and scaling, still without the engine (no input, layer or
+    target checks, no lock, no eval-mode guard, no result objects): what the engine adds is the
+    difference between this row and the method's."""
     model, module = engine.model, engine.module(engine.default_cam_layer())
+    size = tuple(x.shape[-2:])
     seen: dict[str, torch.Tensor] = {}
 
     def leaf(_module: torch.nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor:
@@ -145,7 +157,10 @@ def floor(engine: Engine, x: torch.Tensor) -> Callable[[], None]:
             logits = model(x)
         finally:
             handle.remove()
-        torch.autograd.grad(logits[0, int(logits.argmax())], seen["a"])
+        (grad,) = torch.autograd.grad(logits[0, int(logits.argmax())], seen["a"])
+        if method is not None:
+            raw = FORMULAS[method](seen["a"].detach()[0], grad)
+            unit_scale_array(upsample(raw.numpy(), size))
 
     return run
 
