@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import sys
 import time
@@ -26,7 +27,10 @@ from collections.abc import Callable
 from copy import deepcopy
 from pathlib import Path
 
-import torch
+# pytorch-grad-cam's Score-CAM draws a tqdm bar per call; tqdm reads this when imported (torch imports it)
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
