@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from streamlit.testing.v1 import AppTest
 
-from tests.apptest_helpers import open_app
+from tests.dashboard.apptest import open_app
 
 
 def _open() -> AppTest:

@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 from cnnvis_core import Engine
 from cnnvis_core.demo import CLASSES, sample
 from dashboard.state import SAMPLE_SEED_START
-from tests.apptest_helpers import open_app
+from tests.dashboard.apptest import open_app
 
 
 @pytest.fixture()

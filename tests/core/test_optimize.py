@@ -16,7 +16,7 @@ from cnnvis_core.hooks import hook_count
 from cnnvis_core.optimize import capture, channel, neuron
 from cnnvis_core.optimize.cache import cache_for
 
-from .conftest import REPORT
+from tests.conftest import REPORT
 
 SIZE = 64  # small images keep the file fast; DemoNet takes any size
 

@@ -15,7 +15,7 @@ from cnnvis_core.deconv import reconstruct
 from cnnvis_core.hooks import hook_count
 from cnnvis_core.layers import LayerInfo
 
-from .conftest import REPORT, TEST_SEED_START
+from tests.conftest import REPORT, TEST_SEED_START
 
 
 def tiny_chain() -> nn.Sequential:

@@ -7,7 +7,7 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.apptest_helpers import open_app
+from tests.dashboard.apptest import open_app
 
 PAGE = "pages/optimize.py"
 
