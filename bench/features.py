@@ -21,11 +21,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.timing import interleaved_medians  # noqa: E402
-from cnnvis_core import Engine  # noqa: E402
-from cnnvis_core import features as fx  # noqa: E402
-from cnnvis_core.render import to_png_bytes  # noqa: E402
-from cnnvis_core.sheets import sheet_png  # noqa: E402
+from bench.timing import interleaved_medians
+from cnnvis_core import Engine
+from cnnvis_core import features as fx
+from cnnvis_core.render import to_png_bytes
+from cnnvis_core.sheets import sheet_png
 
 
 def capture_bench(label: str, engine: Engine, runs: int) -> float:
@@ -33,7 +33,8 @@ def capture_bench(label: str, engine: Engine, runs: int) -> float:
     names = [layer.name for layer in engine.layers()]
     maps = engine.feature_maps(x, names)
     megabytes = sum(t.numel() * t.element_size() for t in maps.values()) / 2 ** 20
-    result = interleaved_medians({"plain": lambda: engine.logits(x), "capture": lambda: engine.feature_maps(x, names)}, runs)
+    result = interleaved_medians({"plain": lambda: engine.logits(x),
+                                  "capture": lambda: engine.feature_maps(x, names)}, runs)
     print(f"{label}: {len(names)} layers, {megabytes:.0f} MiB of activations · plain forward "
           f"{result['plain'] * 1e3:.0f} ms · capture all layers {result['capture'] * 1e3:.0f} ms · "
           f"ratio {result['capture'] / result['plain']:.2f}×")

@@ -18,9 +18,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.timing import interleaved_medians  # noqa: E402
-from cnnvis_core import Engine  # noqa: E402
-from cnnvis_core.optimize.cache import cache_for  # noqa: E402
+from bench.timing import interleaved_medians
+from cnnvis_core import Engine
+from cnnvis_core.optimize.cache import results_cache
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     engine = Engine.demo(device="cpu")
     channels = engine.layer(args.layer).channels
-    cache = cache_for(engine)
+    cache = results_cache(engine)
 
     def run(units: list[int], **extra) -> None:
         cache.clear()  # measure the work, not the cache

@@ -20,9 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.timing import interleaved_medians  # noqa: E402
-from cnnvis_core import Engine  # noqa: E402
-from cnnvis_core.deconv import reconstruct  # noqa: E402
+from bench.timing import interleaved_medians
+from cnnvis_core import Engine
+from cnnvis_core.deconv import reconstruct
 
 
 def cases(engine: Engine, x: torch.Tensor, target: int, deep: str) -> dict[str, Callable[[], object]]:

@@ -13,8 +13,14 @@ Importing this package imports no Streamlit and reads no configuration.
 
 from .engine import Engine, Prediction, default_device
 from .errors import (
-    CnnvisError, InputError, LayerError, ModelError, UnsafeWeightsError, WeightsError,
-    WeightsMismatchError, WeightsUnavailableError,
+    CnnvisError,
+    InputError,
+    LayerError,
+    ModelError,
+    UnsafeWeightsError,
+    WeightsError,
+    WeightsMismatchError,
+    WeightsUnavailableError,
 )
 from .images import load_image, load_image_with_notes
 from .layers import LayerInfo

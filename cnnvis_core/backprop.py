@@ -34,7 +34,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -42,10 +41,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from .cam.compute import compute as compute_cams
+from .core import ImageLike, ModelCore
 from .errors import InputError, ModelError
-
-if TYPE_CHECKING:
-    from .engine import Engine, ImageLike
+from .targets import Target, class_index, top_classes
 
 #: the method names of :func:`saliency`
 METHODS: tuple[str, ...] = ("gradient", "deconvnet", "guided", "guided_gradcam")
@@ -92,7 +91,7 @@ class _ReluRuleMode(TorchFunctionMode):
         self.guided = rule == "guided"
         self.calls = 0
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in _RELU_OUT_OF_PLACE or func in _RELU_IN_PLACE:
             inplace = func in _RELU_IN_PLACE or bool(kwargs.get("inplace", args[1] if len(args) > 1 else False))
@@ -183,19 +182,16 @@ def gradient_rgb(gradient: np.ndarray, spread: float = 0.15) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- computation
-def resolve_target(logits: torch.Tensor, target: int | None) -> int:
-    """``target`` checked against the number of classes, or the top-1 class when None."""
+def resolve_target(logits: torch.Tensor, target: Target | None, categories: list[str]) -> int:
+    """``target`` (an index or a class name) as an index, or the top-1 class when None."""
     if logits.dim() != 2 or logits.shape[0] != 1:
         raise ModelError(f"The model must return one row of class scores, got shape {tuple(logits.shape)}.")
-    n = logits.shape[1]
     if target is None:
-        return int(logits[0].argmax())
-    if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not 0 <= int(target) < n:
-        raise InputError(f"The target class must be an index from 0 to {n - 1}, got {target!r}.")
-    return int(target)
+        return top_classes(logits[0], 1)[0]
+    return class_index(target, categories, int(logits.shape[1]))
 
 
-def input_gradient(engine: Engine, x: torch.Tensor, target: int | None, rule: str
+def input_gradient(core: ModelCore, x: torch.Tensor, target: Target | None, rule: str
                    ) -> tuple[torch.Tensor, int, float, int]:
     """``∂y_c/∂x`` with the ReLU rule ``rule``: one forward, one backward (counted).
 
@@ -203,19 +199,20 @@ def input_gradient(engine: Engine, x: torch.Tensor, target: int | None, rule: st
     input gets a gradient (``torch.autograd.grad``); parameter ``.grad`` stays untouched.
     """
     x = x.detach().clone().requires_grad_(True)
-    with engine.session(), torch.enable_grad():
+    with core.session(), torch.enable_grad():
         with relu_rule(rule) as stats:
-            logits = engine.forward(x)
-        target = resolve_target(logits, target)
+            logits = core.forward(x)
+        target = resolve_target(logits, target, core.categories)
         score = logits[0, target]
         (grad,) = torch.autograd.grad(score, x)
-        engine.counters.add(backward=1)
+        core.counters.add(backward=1)
     return grad[0].detach().float().cpu(), target, float(score.detach()), stats.calls
 
 
-def saliency(engine: Engine, image: ImageLike, method: str = "gradient", target: int | None = None
+def saliency(core: ModelCore, image: ImageLike, method: str = "gradient", target: Target | None = None
              ) -> Saliency:
-    """The backpropagation saliency of ``image`` for class ``target`` (top-1 when None).
+    """The backpropagation saliency of ``image`` for class ``target`` (an index or a class name;
+    top-1 when None).
 
     ``method``: ``gradient``, ``deconvnet``, ``guided`` or ``guided_gradcam`` (see the module
     docstring for each rule and paper). Cost: one forward and one backward pass;
@@ -223,20 +220,21 @@ def saliency(engine: Engine, image: ImageLike, method: str = "gradient", target:
     """
     if method not in METHODS:
         raise InputError(f"Unknown saliency method {method!r}; use one of {', '.join(METHODS)}.")
-    x = engine.preprocess(image)
+    x = core.preprocess(image)
     rule = "guided" if method == "guided_gradcam" else method
-    grad, target, score, relus = input_gradient(engine, x, target, rule)
-    notes = _rule_notes(engine.model, rule, relus)
+    grad, target, score, relus = input_gradient(core, x, target, rule)
+    notes = _rule_notes(core.model, rule, relus)
     if method == "guided_gradcam":
-        grad = grad * upsampled_gradcam(engine, x, target, tuple(grad.shape[1:]))
+        grad = grad * upsampled_gradcam(core, x, target, tuple(grad.shape[1:]))
     return Saliency(method, target, score, grad.numpy().astype(np.float32), magnitude_map(grad), relus, notes)
 
 
-def upsampled_gradcam(engine: Engine, x: torch.Tensor, target: int, size: tuple[int, int]) -> torch.Tensor:
+def upsampled_gradcam(core: ModelCore, x: torch.Tensor, target: int, size: tuple[int, int]) -> torch.Tensor:
     """Grad-CAM's low-resolution map (``engine.cam(…, "gradcam").raw``), bilinearly upsampled to
     ``size`` (the input tensor's grid, so any crop of the transform stays aligned) and divided
     by its maximum: H×W in [0, 1]."""
-    raw = torch.as_tensor(np.asarray(engine.cam(x, "gradcam", target=target).raw), dtype=torch.float32)
+    found = compute_cams(core, x, ["gradcam"], targets=[target])["gradcam"][0]
+    raw = torch.as_tensor(np.asarray(found.raw), dtype=torch.float32)
     while raw.dim() < 4:
         raw = raw.unsqueeze(0)
     up = F.interpolate(raw, size=size, mode="bilinear", align_corners=False)[0, 0].clamp_min(0)

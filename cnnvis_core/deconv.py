@@ -32,7 +32,6 @@ result says which one ran.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -40,11 +39,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backprop import gradient_rgb, magnitude_map, relu_rule
+from .core import ImageLike, ModelCore
 from .errors import InputError, LayerError
-from .hooks import registered
-
-if TYPE_CHECKING:
-    from .engine import Engine, ImageLike
+from .hooks import Tap, tapped
+from .layers import LayerInfo
 
 MECHANISMS: tuple[str, ...] = ("auto", "switches", "gradient")
 #: module types the switch projection handles
@@ -88,12 +86,7 @@ class _Step:
     switches: torch.Tensor | None = None
 
 
-class _Stop(BaseException):
-    """Ends the forward pass once the chosen layer has run (BaseException: a model's own
-    ``except Exception`` must not swallow it)."""
-
-
-def reconstruct(engine: Engine, image: ImageLike, layer: str, channel: int, top_only: bool = False,
+def reconstruct(core: ModelCore, image: ImageLike, layer: str, channel: int, top_only: bool = False,
                 mechanism: str = "auto") -> Reconstruction:
     """Project channel ``channel`` of ``layer`` back to pixel space (Zeiler & Fergus 2014).
 
@@ -105,19 +98,19 @@ def reconstruct(engine: Engine, image: ImageLike, layer: str, channel: int, top_
     """
     if mechanism not in MECHANISMS:
         raise InputError(f"Unknown mechanism {mechanism!r}; use one of {', '.join(MECHANISMS)}.")
-    info = _spatial_layer(engine, layer)
+    info = _spatial_layer(core, layer)
     if isinstance(channel, bool) or not isinstance(channel, (int, np.integer)) or not 0 <= channel < info.channels:
         raise InputError(f"Layer {layer!r} has {info.channels} channels: choose a channel from 0 to "
                          f"{info.channels - 1}, got {channel!r}.")
-    x = engine.preprocess(image)
+    x = core.preprocess(image)
     if mechanism != "gradient":
-        with engine.session():
-            steps, act = _record_chain(engine, x, layer, info.calls)
+        with core.session():
+            steps, act = _record_chain(core, x, layer)
         problem = _chain_problem(steps, act, x)
         if problem is None:
             seed, position = _seed(act, int(channel), top_only)
             pixels = project(steps, seed)
-            engine.counters.add(backward=1)
+            core.counters.add(backward=1)
             return _result(layer, channel, top_only, position, act, pixels, "switches", ())
         if mechanism == "switches":
             raise LayerError(f"The switch projection needs a plain chain of Conv2d, BatchNorm2d, ReLU and "
@@ -127,7 +120,7 @@ def reconstruct(engine: Engine, image: ImageLike, layer: str, channel: int, top_
                 "backpropagates with the deconvnet ReLU rule instead.",)
     else:
         note = ()
-    pixels, act, seed_position = _gradient_rule(engine, x, layer, info.calls, int(channel), top_only)
+    pixels, act, seed_position = _gradient_rule(core, x, layer, int(channel), top_only)
     return _result(layer, channel, top_only, seed_position, act, pixels, "gradient", note)
 
 
@@ -175,26 +168,33 @@ def _transposed_conv(conv: nn.Conv2d, signal: torch.Tensor, shape: torch.Size) -
 
 
 # ---------------------------------------------------------------------------- forward bookkeeping
-def _spatial_layer(engine: Engine, layer: str):
-    info = engine.layer(layer)
+def _spatial_layer(core: ModelCore, layer: str) -> LayerInfo:
+    info = core.layer(layer)
     if not info.is_spatial:
-        spatial = [li.name for li in engine.layers() if li.is_spatial and max(li.output_shape[1:]) > 1]
+        spatial = [li.name for li in core.layers() if li.is_spatial and max(li.output_shape[1:]) > 1]
         hint = f", e.g. {spatial[-1]!r}" if spatial else ""
         raise LayerError(f"Layer {layer!r} outputs {tuple(info.output_shape)}, not feature maps: the "
                          f"reconstruction needs a layer with a C×H×W output{hint}.")
     return info
 
 
-def _record_chain(engine: Engine, x: torch.Tensor, layer: str, calls: int
-                  ) -> tuple[list[_Step], torch.Tensor]:
-    """One forward pass (counted) up to the ``calls``-th call of ``layer``, recording every leaf
-    module call (with max-pool switches) and the layer's output."""
-    modules = dict(engine.model.named_modules())
-    steps: list[_Step] = []
-    seen = {"calls": 0, "act": None}
+def _stop_at(core: ModelCore, layer: str, seen: dict[str, torch.Tensor], detach: bool) -> Tap:
+    """A tap that keeps the output of ``layer``'s last call in ``seen["act"]`` and ends the forward."""
+    def action(_module: nn.Module, _inputs: tuple, output: object) -> None:
+        if isinstance(output, torch.Tensor):
+            seen["act"] = output.detach().clone() if detach else output
 
-    def leaf_hook(name: str):
-        def hook(module: nn.Module, inputs: tuple, output: object) -> None:
+    return core.tap(layer, action, stop=True)
+
+
+def _record_chain(core: ModelCore, x: torch.Tensor, layer: str) -> tuple[list[_Step], torch.Tensor]:
+    """One forward pass (counted) up to the last call of ``layer``, recording every leaf module
+    call (with max-pool switches) and the layer's output."""
+    steps: list[_Step] = []
+    seen: dict[str, torch.Tensor] = {}
+
+    def leaf(name: str):
+        def action(module: nn.Module, inputs: tuple, output: object) -> None:
             if not inputs or not isinstance(inputs[0], torch.Tensor) or not isinstance(output, torch.Tensor):
                 steps.append(_Step(module, name, torch.empty(0), torch.empty(0)))
                 return
@@ -202,26 +202,20 @@ def _record_chain(engine: Engine, x: torch.Tensor, layer: str, calls: int
             if isinstance(module, nn.MaxPool2d) and inputs[0].dim() == 4:
                 step.switches = _switches(module, inputs[0])
             steps.append(step)
-        return hook
+        return action
 
-    def target_hook(_module: nn.Module, _inputs: tuple, output: object) -> None:
-        seen["calls"] += 1
-        if seen["calls"] == calls:
-            seen["act"] = output.detach().clone()
-            raise _Stop
-
-    with registered([]) as handles, torch.no_grad():
-        for name, module in modules.items():
-            if name and not any(True for _ in module.children()):
-                handles.append(module.register_forward_hook(leaf_hook(name)))
-        handles.append(modules[layer].register_forward_hook(target_hook))
-        try:
-            engine.forward(x)
-        except _Stop:
-            pass
-    if seen["act"] is None:
+    leaves = [Tap(core.module(name), leaf(name), every_call=True) for name in _leaf_names(core)]
+    with tapped([*leaves, _stop_at(core, layer, seen, detach=True)]), torch.no_grad():
+        core.forward(x)
+    if "act" not in seen:
         raise LayerError(f"Layer {layer!r} did not run in the forward pass.")
     return steps, seen["act"]
+
+
+def _leaf_names(core: ModelCore) -> list[str]:
+    """Names of the modules without children (the layers a chain is made of)."""
+    return core.cache.get("leaf modules", lambda: [
+        name for name in core.named_modules_of_type(nn.Module) if not any(True for _ in core.module(name).children())])
 
 
 def _switches(pool: nn.MaxPool2d, z: torch.Tensor) -> torch.Tensor:
@@ -266,31 +260,21 @@ def _seed(act: torch.Tensor, channel: int, top_only: bool) -> tuple[torch.Tensor
     return seed, position
 
 
-def _gradient_rule(engine: Engine, x: torch.Tensor, layer: str, calls: int, channel: int, top_only: bool
+def _gradient_rule(core: ModelCore, x: torch.Tensor, layer: str, channel: int, top_only: bool
                    ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
     """Backpropagate the seed from ``layer`` to the input with the deconvnet ReLU rule."""
-    module = dict(engine.model.named_modules())[layer]
-    seen = {"calls": 0, "act": None}
-
-    def hook(_module: nn.Module, _inputs: tuple, output: object) -> None:
-        seen["calls"] += 1
-        if seen["calls"] == calls:
-            seen["act"] = output
-            raise _Stop
-
+    seen: dict[str, torch.Tensor] = {}
     x = x.detach().clone().requires_grad_(True)
-    with engine.session(), torch.enable_grad(), registered([module.register_forward_hook(hook)]):
-        with relu_rule("deconvnet"):
-            try:
-                engine.forward(x)
-            except _Stop:
-                pass
-        act = seen["act"]
+    stop = _stop_at(core, layer, seen, detach=False)
+    with core.session(), torch.enable_grad():
+        with relu_rule("deconvnet"), tapped([stop]):
+            core.forward(x)
+        act = seen.get("act")
         if act is None:
             raise LayerError(f"Layer {layer!r} did not run in the forward pass.")
         seed, position = _seed(act.detach(), channel, top_only)
         (pixels,) = torch.autograd.grad(act, x, grad_outputs=seed, allow_unused=True)
-        engine.counters.add(backward=1)
+        core.counters.add(backward=1)
     pixels = torch.zeros_like(x) if pixels is None else pixels
     return pixels, act.detach(), position
 

@@ -1,10 +1,11 @@
 """Feature maps as pictures and numbers: channel grids, mean/sum maps, the all-layers sheet,
 per-layer statistics.
 
-Everything here works on what :meth:`Engine.feature_maps` returns for ONE image: a layer's
-output without the batch dimension, ``(C, H, W)`` for a conv map or ``(F,)`` for a vector.
-Nothing runs the model, so a page can change the layer, the page of channels, the order or the
-colormap as often as it likes after one forward pass.
+:func:`capture` runs the model once and keeps the outputs of the layers asked for; everything
+else here works on what it returns for ONE image: a layer's output without the batch
+dimension, ``(C, H, W)`` for a conv map or ``(F,)`` for a vector. Nothing else runs the model,
+so a page can change the layer, the page of channels, the order or the colormap as often as it
+likes after one forward pass.
 
 Showing every channel of a layer as a grid of small images is the visualisation of
 Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks" (ECCV 2014) and of
@@ -16,14 +17,16 @@ Yosinski et al., "Understanding Neural Networks Through Deep Visualization" (ICM
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .core import ImageLike, ModelCore
 from .errors import InputError
+from .hooks import record_outputs
 from .layers import LayerInfo
 from .render import colorize
 from .sheets import enlarge, enlarge_factor, grid_shape, layout, titled_sheet
@@ -32,6 +35,24 @@ from .sheets import enlarge, enlarge_factor, grid_shape, layout, titled_sheet
 ORDERS: tuple[str, ...] = ("index", "mean")
 #: map scalings: each channel stretched to its own [min, max], or one [min, max] for the layer
 SCALINGS: tuple[str, ...] = ("channel", "layer")
+
+
+# ---------------------------------------------------------------------------- capture
+@torch.no_grad()
+def capture(core: ModelCore, image: ImageLike, layers: str | Iterable[str]) -> dict[str, torch.Tensor]:
+    """``{name: output}`` of the named layers from ONE forward pass, on the CPU.
+
+    A conv layer gives a ``(C, H, W)`` tensor, a linear layer a ``(F,)`` vector (the batch
+    dimension is dropped); a layer that runs several times gives its last output. Unknown names
+    raise :class:`LayerError` before anything runs.
+    """
+    names = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
+    infos = [core.layer(name) for name in names]  # an unknown name raises, with close names, before any pass
+    watched = {info.name: (core.module(info.name), info.calls) for info in infos}
+    x = core.preprocess(image)
+    with core.session(), record_outputs(watched) as outputs:
+        core.forward(x)
+    return {name: outputs[name][0].float().cpu() for name in names}
 
 
 # ---------------------------------------------------------------------------- channels

@@ -96,7 +96,7 @@ def load_image(source: Source, **kw: int) -> Image.Image:
     return image
 
 
-def image_digest(image_or_bytes: Union[Image.Image, bytes, bytearray, memoryview]) -> str:
+def image_digest(image_or_bytes: Image.Image | bytes | bytearray | memoryview) -> str:
     """Return a short stable digest (16 hex chars of sha256) for use as a cache key.
 
     Raw bytes are hashed as they are; an image by its mode, size and pixel bytes.
@@ -197,7 +197,7 @@ def _apply_orientation(im: Image.Image, notes: list[str]) -> Image.Image:
     """Return a rotated/flipped copy following the EXIF orientation (a plain copy without one)."""
     try:
         return ImageOps.exif_transpose(im)
-    except Exception:  # malformed EXIF must not make a readable image unusable
+    except Exception:  # noqa: BLE001 - malformed EXIF of any kind must not make a readable image unusable
         notes.append("Ignored unreadable EXIF orientation data.")
         return im.copy()
 

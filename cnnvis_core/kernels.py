@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .core import ModelCore
 from .errors import InputError, LayerError
 from .features import page_count
 from .render import colorize
@@ -33,19 +34,22 @@ SCALINGS: tuple[str, ...] = ("each", "shared")
 
 
 # ---------------------------------------------------------------------------- finding weights
-def conv_names(model: nn.Module) -> list[str]:
+def conv_names(core: ModelCore) -> list[str]:
     """Qualified names of the model's 2-D convolutions, in definition order."""
-    return [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
+    return core.named_modules_of_type(nn.Conv2d)
 
 
-def conv_weight(model: nn.Module, name: str) -> torch.Tensor:
+def conv_weight(core: ModelCore, name: str) -> torch.Tensor:
     """A copy of the weight ``(out, in / groups, kh, kw)`` of conv ``name``, float32 on the CPU.
 
     :class:`LayerError` when ``name`` is not a 2-D convolution; the message lists those that are.
     """
-    module = dict(model.named_modules()).get(name) if name else None
+    try:
+        module = core.module(name) if name else None
+    except KeyError:
+        module = None
     if not isinstance(module, nn.Conv2d):
-        convs = conv_names(model)
+        convs = conv_names(core)
         what = f"a {type(module).__name__}" if module is not None else "not a layer of this model"
         shown = ", ".join(convs[:12]) + (f" … ({len(convs)} in all)" if len(convs) > 12 else "")
         hint = f"The convolutions are: {shown}." if convs else "This model has no 2-D convolution."

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .errors import LayerError
-from .hooks import registered
+from .hooks import Action, Tap, tapped
 
 
 @dataclass(frozen=True)
@@ -50,31 +51,27 @@ class LayerInfo:
 
 
 @torch.no_grad()
-def probe_layers(model: nn.Module, x: torch.Tensor) -> list[LayerInfo]:
-    """Run ``model`` once on ``x`` and list the modules whose output is a tensor.
+def probe_layers(modules: Mapping[str, nn.Module], run: Callable[[], object]) -> list[LayerInfo]:
+    """Call ``run()`` (one forward pass) with every named module tapped, and list those whose
+    output is a tensor.
 
     Order is that in which each module *finished* its last call, so a container comes right
     after its children, and a module used several times sits where its last use is.
     """
     seen: dict[str, tuple[int, tuple[int, ...], int]] = {}
-    kinds = {}
     counter = iter(range(1 << 30))
 
-    def make_hook(name: str):
-        def hook(_m: nn.Module, _i: object, output: object) -> None:
+    def note(name: str) -> Action:
+        def action(_module: nn.Module, _inputs: tuple, output: object) -> None:
             if isinstance(output, torch.Tensor):
                 calls = seen[name][2] + 1 if name in seen else 1
                 seen[name] = (next(counter), tuple(output.shape[1:]), calls)
-        return hook
+        return action
 
-    with registered([]) as handles:
-        for name, module in model.named_modules():
-            if name:
-                kinds[name] = type(module).__name__
-                handles.append(module.register_forward_hook(make_hook(name)))
-        model(x)
+    with tapped([Tap(module, note(name), every_call=True) for name, module in modules.items() if name]):
+        run()
     ordered = sorted(seen.items(), key=lambda item: item[1][0])
-    return [LayerInfo(name, kinds[name], shape, i, calls)
+    return [LayerInfo(name, type(modules[name]).__name__, shape, i, calls)
             for i, (name, (_, shape, calls)) in enumerate(ordered)]
 
 

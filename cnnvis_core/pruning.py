@@ -22,20 +22,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
+from .core import ModelCore
 from .errors import InputError
-from .hooks import registered
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .engine import Engine
+from .hooks import Action, tapped
 
 #: module types whose channels :func:`default_layers` examines: convolutions and ReLU-like
 #: activations (their outputs are exactly 0 wherever the unit is off)
@@ -43,16 +40,15 @@ DEAD_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.ReLU, nn.ReLU6)
 
 
 # ---------------------------------------------------------------------------- inputs
-def default_layers(engine: "Engine") -> list[str]:
+def default_layers(core: ModelCore) -> list[str]:
     """The layers examined when none are named: every 2-D conv and every ReLU / ReLU6 with a
     ``(C, H, W)`` output, in execution order (containers and other activations are left out;
     name them explicitly to include them)."""
-    modules = dict(engine.model.named_modules())
-    return [info.name for info in engine.layers()
-            if info.is_spatial and isinstance(modules.get(info.name), DEAD_LAYER_TYPES)]
+    return [info.name for info in core.layers()
+            if info.is_spatial and isinstance(core.module(info.name), DEAD_LAYER_TYPES)]
 
 
-def preprocessed_batches(engine: "Engine", images: Iterable, batch_size: int = 16) -> Iterator[torch.Tensor]:
+def preprocessed_batches(core: ModelCore, images: Iterable, batch_size: int = 16) -> Iterator[torch.Tensor]:
     """Preprocess ``images`` lazily into ``(B, 3, H, W)`` batches of at most ``batch_size``.
 
     Items are taken from the iterable only as each batch is built, so a generator of a million
@@ -64,7 +60,7 @@ def preprocessed_batches(engine: "Engine", images: Iterable, batch_size: int = 1
         raise InputError(f"The batch size must be at least 1, got {batch_size}.")
     chunk: list[torch.Tensor] = []
     for image in images:
-        chunk.append(engine.preprocess(image))
+        chunk.append(core.preprocess(image))
         if len(chunk) == batch_size:
             yield _stack(chunk)
             chunk = []
@@ -80,10 +76,6 @@ def _stack(chunk: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(chunk)
 
 
-def _calls(engine: "Engine", names: Iterable[str]) -> dict[str, int]:
-    return {name: engine.layer(name).calls for name in names}
-
-
 # ---------------------------------------------------------------------------- hooks
 def _channel_peak(output: torch.Tensor) -> torch.Tensor:
     """``max |a|`` per channel (dim 1) over the batch and every other dimension, on the CPU."""
@@ -91,52 +83,44 @@ def _channel_peak(output: torch.Tensor) -> torch.Tensor:
     return x.abs().reshape(x.shape[0], x.shape[1], -1).amax(2).amax(0).float().cpu()
 
 
-def _add_last_call_hooks(handles: list, model: nn.Module, calls: Mapping[str, int],
-                         act: Callable[[str, torch.Tensor], torch.Tensor | None]) -> None:
-    """Append to ``handles`` forward hooks that call ``act(name, output)`` on the LAST call of
-    each named module per forward pass (a shared ReLU runs several times; its last output is
-    what the engine shows). Whatever ``act`` returns replaces the output."""
-    modules = dict(model.named_modules())
-    seen = dict.fromkeys(calls, 0)
-
-    def make(name: str) -> Callable:
-        def hook(_module: nn.Module, _inputs: object, output: object) -> torch.Tensor | None:
-            seen[name] += 1
-            if seen[name] % calls[name] or not isinstance(output, torch.Tensor) or output.dim() < 2:
+def _on_maps(core: ModelCore, names: Iterable[str], act: Callable[[str, torch.Tensor], torch.Tensor | None]
+             ) -> AbstractContextManager[None]:
+    """A :func:`~cnnvis_core.hooks.tapped` block calling ``act(name, output)`` on the last call of
+    each named layer per forward pass (a shared ReLU runs several times; its last output is what
+    the engine shows), for outputs with a channel dimension; what ``act`` returns replaces the output."""
+    def tap_action(name: str) -> Action:
+        def action(_module: nn.Module, _inputs: tuple, output: object) -> torch.Tensor | None:
+            if not isinstance(output, torch.Tensor) or output.dim() < 2:
                 return None
             return act(name, output)
-        return hook
+        return action
 
-    for name in calls:
-        handles.append(modules[name].register_forward_hook(make(name)))
+    return tapped([core.tap(name, tap_action(name)) for name in names])
 
 
 @contextmanager
-def recorded_peaks(model: nn.Module, calls: Mapping[str, int], peaks: dict[str, torch.Tensor]
+def recorded_peaks(core: ModelCore, names: Iterable[str], peaks: dict[str, torch.Tensor]
                    ) -> Iterator[dict[str, torch.Tensor]]:
-    """While the block runs, fold every forward's per-channel peak of the named modules into
+    """While the block runs, fold every forward's per-channel peak of the named layers into
     ``peaks`` (running maximum); the hooks are removed when the block ends."""
     def act(name: str, output: torch.Tensor) -> None:
         peak = _channel_peak(output)
         peaks[name] = peak if name not in peaks else torch.maximum(peaks[name], peak)
 
-    with registered([]) as handles:
-        _add_last_call_hooks(handles, model, calls, act)
+    with _on_maps(core, names, act):
         yield peaks
 
 
 @contextmanager
-def zeroed_channels(model: nn.Module, channels: Mapping[str, Sequence[int]], calls: Mapping[str, int]
-                    ) -> Iterator[None]:
-    """While the block runs, the named modules' outputs have ``channels[name]`` (dim 1) set to
+def zeroed_channels(core: ModelCore, channels: Mapping[str, Sequence[int]]) -> Iterator[None]:
+    """While the block runs, the named layers' outputs have ``channels[name]`` (dim 1) set to
     zero, as if those filters had been removed; the hooks are removed when the block ends."""
     indices = {name: torch.as_tensor(list(c), dtype=torch.long) for name, c in channels.items() if len(c)}
 
     def act(name: str, output: torch.Tensor) -> torch.Tensor:
         return output.index_fill(1, indices[name].to(output.device), 0.0)
 
-    with registered([]) as handles:
-        _add_last_call_hooks(handles, model, {n: calls[n] for n in indices}, act)
+    with _on_maps(core, indices, act):
         yield
 
 
@@ -153,7 +137,7 @@ class ChannelPeaks:
     peaks: tuple[np.ndarray, ...]
     images: int
 
-    def dead(self, eps: float = 0.0) -> "DeadChannels":
+    def dead(self, eps: float = 0.0) -> DeadChannels:
         """The channels with peak ``≤ eps``, per layer."""
         if not eps >= 0:
             raise InputError(f"Epsilon must be zero or positive, got {eps}.")
@@ -235,7 +219,7 @@ class PruningCheck:
 
 
 # ---------------------------------------------------------------------------- computations
-def channel_peaks(engine: "Engine", images: Iterable, layers: str | Iterable[str] | None = None,
+def channel_peaks(core: ModelCore, images: Iterable, layers: str | Iterable[str] | None = None,
                   batch_size: int = 16) -> ChannelPeaks:
     """Stream ``images`` through the model and keep each channel's peak ``max |a|``.
 
@@ -243,63 +227,63 @@ def channel_peaks(engine: "Engine", images: Iterable, layers: str | Iterable[str
     session and the hooks are taken per batch.
     """
     if layers is None:
-        names = default_layers(engine)
+        names = default_layers(core)
     else:
         names = list(dict.fromkeys([layers] if isinstance(layers, str) else layers))
     if not names:
         raise InputError("This model has no conv or ReLU layer with (C, H, W) maps; name the layers to examine.")
-    calls = _calls(engine, names)
+    for name in names:
+        core.layer(name)  # an unknown name fails before any image is read
     peaks: dict[str, torch.Tensor] = {}
     count = 0
-    for x in preprocessed_batches(engine, images, batch_size):
-        with engine.session() as model, recorded_peaks(model, calls, peaks), torch.no_grad():
-            engine.forward(x)
+    for x in preprocessed_batches(core, images, batch_size):
+        with core.session(), recorded_peaks(core, names, peaks), torch.no_grad():
+            core.forward(x)
         count += x.shape[0]
     if count == 0:
         raise InputError("No images were given: pass at least one image.")
     missing = [n for n in names if n not in peaks]
     if missing:
         raise InputError(f"These layers produced no tensor with channels: {', '.join(missing)}.")
-    return ChannelPeaks(tuple(names), tuple(engine.layer(n).kind for n in names),
+    return ChannelPeaks(tuple(names), tuple(core.layer(n).kind for n in names),
                         tuple(peaks[n].numpy() for n in names), count)
 
 
-def dead_channels(engine: "Engine", images: Iterable, layers: str | Iterable[str] | None = None,
+def dead_channels(core: ModelCore, images: Iterable, layers: str | Iterable[str] | None = None,
                   eps: float = 0.0, batch_size: int = 16) -> DeadChannels:
     """Per layer, the channels whose ``|activation| ≤ eps`` at every position of every image."""
     if not eps >= 0:
         raise InputError(f"Epsilon must be zero or positive, got {eps}.")
-    return channel_peaks(engine, images, layers, batch_size).dead(eps)
+    return channel_peaks(core, images, layers, batch_size).dead(eps)
 
 
-def _mask_spec(engine: "Engine", dead: DeadChannels | Mapping[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
+def _mask_spec(core: ModelCore, dead: DeadChannels | Mapping[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
     if isinstance(dead, DeadChannels):
         spec = dead.as_dict()
     else:
         spec = {str(name): tuple(int(c) for c in chans) for name, chans in dead.items()}
     for name, chans in spec.items():
-        n = engine.layer(name).channels
+        n = core.layer(name).channels
         bad = [c for c in chans if not 0 <= c < n]
         if bad:
             raise InputError(f"Layer {name!r} has {n} channels (0–{n - 1}); cannot mask {bad[:5]}.")
     return {name: chans for name, chans in spec.items() if chans}
 
 
-def verify_pruning(engine: "Engine", images: Iterable, dead: DeadChannels | Mapping[str, Sequence[int]],
+def verify_pruning(core: ModelCore, images: Iterable, dead: DeadChannels | Mapping[str, Sequence[int]],
                    batch_size: int = 16) -> PruningCheck:
     """Run ``images`` plain and with the ``dead`` channels zeroed; compare the logits.
 
     ``dead``: a :class:`DeadChannels` or ``{layer: channel indices}``. Two counted forwards
     per batch, in one session with the masking hooks only around the second.
     """
-    spec = _mask_spec(engine, dead)
-    calls = _calls(engine, spec)
+    spec = _mask_spec(core, dead)
     change, top, changed, count = 0.0, 0.0, 0, 0
-    for x in preprocessed_batches(engine, images, batch_size):
-        with engine.session() as model, torch.no_grad():
-            plain = engine.forward(x).float()
-            with zeroed_channels(model, spec, calls):
-                masked = engine.forward(x).float()
+    for x in preprocessed_batches(core, images, batch_size):
+        with core.session(), torch.no_grad():
+            plain = core.forward(x).float()
+            with zeroed_channels(core, spec):
+                masked = core.forward(x).float()
         change = max(change, float((masked - plain).abs().max()))
         top = max(top, float(plain.abs().max()))
         changed += int((masked.argmax(-1) != plain.argmax(-1)).sum())

@@ -106,7 +106,7 @@ def titled_sheet(tiles: np.ndarray, titles: Sequence[Sequence[str]], ncols: int 
     n, h, w, _ = tiles.shape
     lines = max((len(t) for t in titles), default=0)
     strip = lines * (size + 3) + 2
-    rows, cols = grid_shape(n, ncols)
+    _, cols = grid_shape(n, ncols)
     sheet = Image.fromarray(layout(tiles, cols, padding, background, cell=(h + strip, w)))
     draw = ImageDraw.Draw(sheet)
     face = font(size)

@@ -27,7 +27,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Union
+from typing import Any, BinaryIO
 
 import safetensors.torch
 import torch
@@ -41,7 +41,7 @@ from .errors import (
     WeightsUnavailableError,
 )
 
-WeightsSpec = Union[str, None, os.PathLike, bytes, BinaryIO]
+WeightsSpec = str | None | os.PathLike | bytes | BinaryIO
 """What :func:`build` accepts as ``weights``."""
 
 _DEFAULT_INPUT_SIZE = (224, 224)

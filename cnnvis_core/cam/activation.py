@@ -7,7 +7,7 @@ CAM reads the weights of the model's final linear layer, so it needs the model t
 global average pooling of the target layer followed by that layer (checked numerically on
 the pass itself). The Score-CAM family weights each channel by the score the model gives to
 the input masked by that channel's map; the masked inputs run in batches whose size comes
-from the free memory (:mod:`cnnvis_core.cam.batching`), each batch in its own session so
+from the free memory (:mod:`cnnvis_core.passes`), each batch in its own session so
 other callers can interleave. Two exact savings: channels whose normalised maps are equal
 (in particular all-zero channels, frequent after a ReLU) give the same masked input and are
 scored once, and the baseline ``f(X_b)`` of the papers is not run, because the softmax over
@@ -16,20 +16,17 @@ channels does not change when the same number is subtracted from every channel's
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from ..core import ModelCore
 from ..errors import InputError, LayerError, ModelError
-from .base import CamResult, LayerPass, Target, layer_pass, results, unit_scale, upsample, weighted_sum
-from .batching import memory_cap, run_batched
-from .fused import inference_copy
-
-if TYPE_CHECKING:
-    from ..engine import Engine
+from ..passes import PRECISIONS, Progress, batched_logits
+from ..targets import Target
+from .base import CamResult, LayerPass, SharedPass, layer_pass, results, unit_scale, upsample, weighted_sum
+from .declaration import CamMethod
 
 
 # ---------------------------------------------------------------------------- CAM
@@ -43,9 +40,14 @@ def cam(A: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return weighted_sum(weights, A)
 
 
-def cam_weights(run: LayerPass, model: nn.Module, layer: str, automatic: bool = False) -> torch.Tensor:
+def cam_map(shared: SharedPass) -> torch.Tensor:
+    """CAM's raw maps ``(T, h, w)`` from a shared pass (see :func:`cam` and :func:`cam_weights`)."""
+    return cam(shared.A, cam_weights(shared.core, shared.run, shared.layer, shared.automatic))
+
+
+def cam_weights(core: ModelCore, run: LayerPass, layer: str, automatic: bool = False) -> torch.Tensor:
     """The final linear layer's rows for the pass's targets, ``(T, C)``, after checking on the
-    pass that ``model`` is ``logits = W · GAP(A) + b`` for this layer's activation ``A``.
+    pass that the model is ``logits = W · GAP(A) + b`` for this layer's activation ``A``.
 
     The check needs the linear layer's input and output, recorded by the pass
     (``layer_pass(..., linear=True)``). The structure does not change from one image to the
@@ -55,7 +57,7 @@ def cam_weights(run: LayerPass, model: nn.Module, layer: str, automatic: bool = 
     tensor no module outputs), else :class:`LayerError` for a layer that is not the pooled one.
     """
     advice = "Use 'gradcam' instead: where CAM applies it gives the same map up to a factor, and it works on any model."
-    linear = verified_head(model, layer)
+    linear = verified_head(core, layer)
     if linear is None:
         if run.linear is None:
             raise ModelError(f"CAM needs a model that ends in global average pooling and one linear layer; this "
@@ -68,14 +70,19 @@ def cam_weights(run: LayerPass, model: nn.Module, layer: str, automatic: bool = 
                                  f"or it pools something no module outputs). {advice}")
             raise LayerError(f"CAM needs the layer whose global average feeds the final linear layer, and {layer!r} "
                              f"is not it. Leave the layer on automatic, or {advice[0].lower()}{advice[1:]}")
-        _verified.setdefault(model, {})[layer] = linear
+        _heads(core)[layer] = linear
     return linear.weight.detach()[run.targets].to(run.activation.dtype)
 
 
-def verified_head(model: nn.Module, layer: str) -> nn.Linear | None:
-    """The linear layer that reads the global average of ``layer`` in ``model``, once a pass has
-    shown it (see :func:`cam_weights`); else None."""
-    return _verified.get(model, {}).get(layer)
+def verified_head(core: ModelCore, layer: str) -> nn.Linear | None:
+    """The linear layer that reads the global average of ``layer``, once a pass has shown it
+    (see :func:`cam_weights`); else None."""
+    return _heads(core).get(layer)
+
+
+def _heads(core: ModelCore) -> dict[str, nn.Linear]:
+    """layer → the linear layer seen to read its global average (checks passed), per model."""
+    return core.cache.get("CAM heads", dict)
 
 
 def _head_fits(run: LayerPass, features: torch.Tensor, output: torch.Tensor) -> bool:
@@ -84,10 +91,6 @@ def _head_fits(run: LayerPass, features: torch.Tensor, output: torch.Tensor) -> 
     scale = float(pooled.abs().max()) + 1e-6
     return (output.shape == run.logits.shape and torch.allclose(output, run.logits, rtol=1e-4, atol=1e-5)
             and features.shape == pooled.shape and torch.allclose(features, pooled, rtol=1e-4, atol=1e-5 * scale))
-
-
-#: model → {layer: the linear layer seen to read its global average} (checks passed)
-_verified: weakref.WeakKeyDictionary[nn.Module, dict[str, nn.Linear]] = weakref.WeakKeyDictionary()
 
 
 # ---------------------------------------------------------------------------- the Score-CAM family
@@ -114,21 +117,9 @@ def sscam_variants(masks: torch.Tensor, variant: torch.Tensor, n: int, sigma: fl
     return masks + noise.to(masks.device)
 
 
-PRECISIONS = ("float32", "bfloat16")
-Variants = Callable[[torch.Tensor, torch.Tensor, int, float, int, torch.Tensor], torch.Tensor]
-
-#: method → (variants, default samples, default σ)
-FAMILY: dict[str, tuple[Variants, int, float]] = {
-    "scorecam": (scorecam_variants, 1, 0.0),
-    "sscam": (sscam_variants, 35, 2.0),
-    "iscam": (iscam_variants, 10, 0.0),
-}
-
-
-def score_cam(engine: Engine, x: torch.Tensor, layer: str, targets: Sequence[Target] | None, top: int,
-              method: str = "scorecam", n_samples: int | None = None, sigma: float | None = None,
-              seed: int = 0, precision: str = "float32",
-              progress: Callable[[int, int], object] | None = None) -> list[CamResult]:
+def score_cam(core: ModelCore, x: torch.Tensor, layer: str, targets: Sequence[Target] | None, top: int,
+              method: CamMethod, n_samples: int = 1, sigma: float = 0.0, seed: int = 0,
+              precision: str = "float32", progress: Progress | None = None) -> list[CamResult]:
     """Score-CAM (Wang et al., CVPR-W 2020, arXiv:1910.01279), SS-CAM (Naidu & Michael 2020,
     arXiv:2006.14255) and IS-CAM (Naidu et al. 2020, arXiv:2010.03023).
 
@@ -149,13 +140,16 @@ def score_cam(engine: Engine, x: torch.Tensor, layer: str, targets: Sequence[Tar
     with AMX and on GPUs; logits then carry about 3 significant digits, so the map is close
     to, not equal to, the float32 one). The default is float32. ``progress(done, total)``, when
     given, is called after every batch of masked passes (``total`` of them in all).
+
+    ``method`` is the declaration (:mod:`.methods`): its ``variants`` make the samples of a mask.
     """
-    variants, default_n, default_sigma = FAMILY[method]
-    n = default_n if method == "scorecam" or n_samples is None else int(n_samples)
-    sigma = default_sigma if sigma is None else float(sigma)
+    n, sigma = int(n_samples), float(sigma)
     if n < 1:
-        raise InputError(f"{method} needs at least one sample per channel, got n_samples={n}.")
-    run = layer_pass(engine, x, layer, targets, top, gradients=False)
+        raise InputError(f"{method.title} needs at least one sample per channel, got n_samples={n}.")
+    if precision not in PRECISIONS:
+        raise InputError(f"Unknown precision {precision!r}; use {' or '.join(PRECISIONS)}.")
+    variants = method.variants
+    run = layer_pass(core, x, layer, targets, top, gradients=False)
     A = run.activation[0]
     groups, inverse = _distinct_maps(A)
     size = tuple(x.shape[-2:])
@@ -168,12 +162,12 @@ def score_cam(engine: Engine, x: torch.Tensor, layer: str, targets: Sequence[Tar
     def inputs_of(items: torch.Tensor) -> torch.Tensor:
         return x * masks_of(items).unsqueeze(1)
 
-    scores = batched_logits(engine, inputs_of, groups.shape[0] * n, run.targets, tuple(x.shape[1:]), ("masked",),
+    scores = batched_logits(core, inputs_of, groups.shape[0] * n, run.targets, tuple(x.shape[1:]), ("masked",),
                             precision, progress)
     per_channel = scores.view(groups.shape[0], n, -1).mean(1)[inverse.to(scores.device)]
     weights = torch.softmax(per_channel.to(A.device, A.dtype), dim=0).T
     raw = torch.relu(weighted_sum(weights, A))
-    return results(raw, size, run.targets, layer, method, run.scores)
+    return results(raw, size, run.targets, layer, method.name, run.scores)
 
 
 def _distinct_maps(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,39 +178,3 @@ def _distinct_maps(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     first = torch.full((int(inverse.max()) + 1,), A.shape[0], dtype=torch.long, device=A.device)
     first.scatter_reduce_(0, inverse, torch.arange(A.shape[0], device=A.device), reduce="amin")
     return A[first], inverse
-
-
-def batched_logits(engine: Engine, inputs_of: Callable[[torch.Tensor], torch.Tensor], count: int,
-                   classes: Sequence[int], input_shape: tuple[int, ...], tag: tuple,
-                   precision: str = "float32", progress: Callable[[int, int], object] | None = None
-                   ) -> torch.Tensor:
-    """The logits of ``classes`` for the ``count`` inputs ``inputs_of(items)``: ``(count, T)``.
-
-    Batched (size from memory, tuned by timing); every batch runs in its own session, its
-    input in channels-last memory order (faster convolutions on CPUs, same numbers), under
-    bfloat16 autocast when ``precision="bfloat16"``, through the model's BatchNorm-folded
-    copy where it has one (:mod:`cnnvis_core.cam.fused`: the same function, fewer passes
-    over memory). ``progress(done, count)`` is called after every batch, outside the session.
-    """
-    if precision not in PRECISIONS:
-        raise InputError(f"Unknown precision {precision!r}; use {' or '.join(PRECISIONS)}.")
-    low = precision == "bfloat16"
-    out = torch.empty((count, len(classes)), dtype=torch.float32)
-    cap = memory_cap(engine.device, engine.layers(), input_shape)
-    index = torch.tensor(list(classes), device=engine.device)
-    with engine.session():
-        net = inference_copy(engine, inputs_of(torch.arange(1, device=engine.device)))
-
-    def work(start: int, stop: int) -> None:
-        batch = inputs_of(torch.arange(start, stop, device=engine.device))
-        batch = batch.contiguous(memory_format=torch.channels_last)
-        with engine.session(), torch.inference_mode(), \
-                torch.autocast(engine.device.type, dtype=torch.bfloat16, enabled=low):
-            engine.counters.add(forward=1)
-            logits = net(batch)
-        out[start:stop] = logits.index_select(1, index).float().cpu()
-        if progress is not None:
-            progress(stop, count)
-
-    run_batched(count, work, cap, (*tag, precision, id(engine.model), input_shape, str(engine.device)))
-    return out

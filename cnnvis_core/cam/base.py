@@ -19,25 +19,20 @@ torchvision model's resize and centre crop) and min–max scaled to [0, 1] (all 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError, LayerError
-from ..hooks import registered
-from ..layers import LayerInfo
-
-if TYPE_CHECKING:
-    from ..engine import Engine
-
-Target = int | str
+from ..core import ModelCore
+from ..errors import LayerError
+from ..hooks import Tap, tapped
+from ..layers import LayerInfo, find_layer
+from ..targets import Target, resolve_targets
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,8 +59,8 @@ def cam_layers(layers: Sequence[LayerInfo]) -> list[LayerInfo]:
     return [info for info in layers if info.has_map]
 
 
-def default_layer(layers: Sequence[LayerInfo], model: nn.Module | None = None) -> LayerInfo:
-    """The last layer with a spatial output before global pooling.
+def default_layer(core: ModelCore) -> LayerInfo:
+    """The last layer with a spatial output before global pooling (worked out once per model).
 
     That is the last layer, in execution order, with a ``(C, H, W)`` output and ``H·W > 1``.
     When it is an ``nn.Sequential`` (``features``, ``layer4``), whose output is by definition
@@ -73,31 +68,31 @@ def default_layer(layers: Sequence[LayerInfo], model: nn.Module | None = None) -
     (``features.relu7``, ``layer4.2``); other containers (a residual block) are kept as they
     are, since their output is not any child's.
     """
+    return core.cache.get("default CAM layer", lambda: _last_spatial_layer(core))
+
+
+def _last_spatial_layer(core: ModelCore) -> LayerInfo:
+    layers = core.layers()
     spatial = cam_layers(layers)
     if not spatial:
         raise LayerError("This model has no layer with a spatial (C×H×W) output, so no class activation "
                          "map applies; use a saliency method (engine.saliency) instead.")
     chosen = spatial[-1]
-    modules = dict(model.named_modules()) if model is not None else {}
     by_name = {info.name: info for info in layers}
-    while isinstance(modules.get(chosen.name), nn.Sequential) and len(modules[chosen.name]) > 0:
-        last = list(modules[chosen.name]._modules)[-1]
-        child = by_name.get(f"{chosen.name}.{last}")
+    while isinstance(module := core.module(chosen.name), nn.Sequential) and len(module) > 0:
+        child = by_name.get(f"{chosen.name}.{list(module._modules)[-1]}")
         if child is None or child.output_shape != chosen.output_shape or child.calls != 1:
             break
         chosen = child
     return chosen
 
 
-def resolve_layer(layers: Sequence[LayerInfo], name: str | None, model: nn.Module | None = None) -> LayerInfo:
-    """The layer called ``name`` (or the default one); :class:`LayerError` if unfit for a CAM."""
+def resolve_layer(core: ModelCore, name: str | None) -> LayerInfo:
+    """The layer called ``name`` (the default one for None); :class:`LayerError` if unfit for a CAM."""
     if name is None:
-        return default_layer(layers, model)
-    found = [info for info in layers if info.name == name]
-    if not found:
-        from ..layers import find_layer
-        find_layer(list(layers), name)  # raises with close names
-    info = found[0]
+        return default_layer(core)
+    layers = core.layers()
+    info = find_layer(layers, name)  # raises with close names
     if not info.has_map:
         suitable = [i.name for i in cam_layers(layers)][-4:]
         shape = "×".join(map(str, info.output_shape))
@@ -105,35 +100,6 @@ def resolve_layer(layers: Sequence[LayerInfo], name: str | None, model: nn.Modul
                          f"class activation map. Pick a layer with feature maps, e.g. "
                          f"{', '.join(repr(s) for s in suitable)} (the default is the last of them).")
     return info
-
-
-# ---------------------------------------------------------------------------- classes
-def class_index(target: Target, categories: Sequence[str], n_classes: int) -> int:
-    """A class index from an index or a class name; :class:`InputError` if there is none."""
-    if isinstance(target, str):
-        names = [c.lower() for c in categories]
-        if target.lower() not in names:
-            raise InputError(f"No class named {target!r}; give a class index (0–{n_classes - 1}) or one of the "
-                             "names in engine.categories.")
-        return names.index(target.lower())
-    if isinstance(target, bool) or not isinstance(target, (int, np.integer)):
-        raise InputError(f"A target class must be an index or a class name, got {type(target).__name__}.")
-    if not 0 <= int(target) < n_classes:
-        raise InputError(f"Target class {int(target)} is out of range: the model has {n_classes} classes "
-                         f"(0–{n_classes - 1}).")
-    return int(target)
-
-
-def resolve_targets(scores: np.ndarray, targets: Sequence[Target] | None, top: int,
-                    categories: Sequence[str]) -> list[int]:
-    """``targets`` as indices, or the ``top`` classes by ``scores`` (one image's logits; most
-    likely first; of equal scores, the lower class index first)."""
-    n = int(scores.shape[-1])
-    if targets is not None:
-        return [class_index(t, categories, n) for t in targets]
-    if int(top) <= 1:
-        return [int(scores.argmax())]
-    return np.argsort(-scores, kind="stable")[:int(top)].tolist()
 
 
 # ---------------------------------------------------------------------------- the pass
@@ -152,17 +118,37 @@ class LayerPass:
     linear: tuple[nn.Linear, torch.Tensor, torch.Tensor] | None = None
 
 
-@contextmanager
-def watch_layer(module: nn.Module, differentiable: bool) -> Iterator[dict[str, torch.Tensor]]:
-    """Record the output of ``module`` during the block (its last call wins).
+@dataclass(frozen=True)
+class SharedPass:
+    """What a shared-pass method's ``map`` function gets: the pass, and where it ran.
+
+    ``A``: the first image's activation ``(C, h, w)``; ``G``: its gradient per target
+    ``(T, C, h, w)`` (None when no method asked for gradients); ``automatic``: the layer was
+    chosen by default, not named by the caller.
+    """
+
+    core: ModelCore
+    run: LayerPass
+    layer: str
+    automatic: bool
+
+    @property
+    def A(self) -> torch.Tensor:
+        return self.run.activation[0]
+
+    @property
+    def G(self) -> torch.Tensor | None:
+        return None if self.run.grads is None else self.run.grads[:, 0]
+
+
+def layer_tap(core: ModelCore, layer: str, record: dict[str, torch.Tensor], differentiable: bool) -> Tap:
+    """A tap that keeps the output of ``layer`` (its last call) in ``record["a"]``.
 
     ``differentiable=True``: the output is replaced by a clone of a new autograd leaf, the
     recorded tensor, so that ``torch.autograd.grad(score, record["a"])`` reaches exactly that
-    layer. Otherwise a detached copy is kept. The hook is removed when the block ends.
+    layer. Otherwise a detached copy is kept.
     """
-    record: dict[str, torch.Tensor] = {}
-
-    def hook(_module: nn.Module, _inputs: object, output: object) -> torch.Tensor | None:
+    def action(_module: nn.Module, _inputs: tuple, output: object) -> torch.Tensor | None:
         if not isinstance(output, torch.Tensor):
             return None
         if not differentiable:
@@ -172,50 +158,41 @@ def watch_layer(module: nn.Module, differentiable: bool) -> Iterator[dict[str, t
         record["a"] = leaf
         return leaf.clone()
 
-    handle = module.register_forward_hook(hook)
-    try:
-        yield record
-    finally:
-        handle.remove()
+    return core.tap(layer, action)
 
 
-@contextmanager
-def watch_linear(linears: Sequence[nn.Module]) -> Iterator[dict[str, object]]:
-    """Record the input and output of the last of ``linears`` to run during the block."""
-    record: dict[str, object] = {}
-
-    def hook(module: nn.Module, inputs: tuple, output: object) -> None:
+def linear_taps(core: ModelCore, record: dict[str, object]) -> list[Tap]:
+    """Taps that keep ``(module, input, output)`` of the last ``nn.Linear`` to run in ``record["last"]``."""
+    def action(module: nn.Module, inputs: tuple, output: object) -> None:
         if inputs and isinstance(inputs[0], torch.Tensor) and isinstance(output, torch.Tensor):
             record["last"] = (module, inputs[0].detach(), output.detach())
 
-    with registered([]) as handles:
-        for module in linears:
-            handles.append(module.register_forward_hook(hook))
-        yield record
+    return [Tap(module, action, every_call=True) for module in core.modules_of_type(nn.Linear)]
 
 
-def layer_pass(engine: Engine, x: torch.Tensor, layer: str, targets: Sequence[Target] | None = None,
+def layer_pass(core: ModelCore, x: torch.Tensor, layer: str, targets: Sequence[Target] | None = None,
                top: int = 1, *, gradients: bool = True, linear: bool = False) -> LayerPass:
     """ONE forward pass of ``x`` (``(B, 3, H, W)``) recording ``layer``; with ``gradients``, ONE
     backward to that layer for every target class (batched when there are several).
 
-    Targets are resolved on the first image of the batch. Runs inside the engine's session
+    Targets are resolved on the first image of the batch. Runs inside the core's session
     and counts its passes; every hook is gone when it returns or raises.
     """
-    with engine.session():
-        with watch_layer(engine.module(layer), gradients) as seen, \
-                (watch_linear(engine.modules_of_type(nn.Linear)) if linear else nullcontext({})) as last, \
-                torch.set_grad_enabled(gradients):
-            logits = engine.forward(x)
+    seen: dict[str, torch.Tensor] = {}
+    last: dict[str, object] = {}
+    taps = [layer_tap(core, layer, seen, gradients), *(linear_taps(core, last) if linear else ())]
+    with core.session():
+        with tapped(taps), torch.set_grad_enabled(gradients):
+            logits = core.forward(x)
         if "a" not in seen:
             raise LayerError(f"Layer {layer!r} did not run in the forward pass; pick another layer.")
         scores = logits[0].detach().float().cpu().numpy()
-        classes = resolve_targets(scores, targets, top, engine.categories)
-        grads = _gradients(engine, logits, seen["a"], classes) if gradients else None
+        classes = resolve_targets(scores, targets, top, core.categories)
+        grads = _gradients(core, logits, seen["a"], classes) if gradients else None
     return LayerPass(seen["a"].detach(), grads, logits.detach(), scores, classes, last.get("last"))
 
 
-def _gradients(engine: Engine, logits: torch.Tensor, activation: torch.Tensor, classes: list[int]) -> torch.Tensor:
+def _gradients(core: ModelCore, logits: torch.Tensor, activation: torch.Tensor, classes: list[int]) -> torch.Tensor:
     """``∂ logits[b, c] / ∂ activation[b]`` for every class ``c``: ``(T, B, C, h, w)``, one backward."""
     # Seed 1 at [b, c] for every item b (items of a batch do not interact in eval mode): one-hot
     # rows broadcast over the batch without a copy.
@@ -234,7 +211,7 @@ def _gradients(engine: Engine, logits: torch.Tensor, activation: torch.Tensor, c
             raise LayerError("The class scores do not depend on this layer's output (the model does not use "
                              "it, or detaches it); pick another layer.") from error
         raise
-    engine.counters.add(backward=1)
+    core.counters.add(backward=1)
     return grad.detach()
 
 

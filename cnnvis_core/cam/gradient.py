@@ -4,21 +4,22 @@ Notation: ``A_k`` is channel ``k`` of the target layer's activation (``h×w``), 
 pre-softmax score of class ``c``, ``g_k = ∂y^c/∂A_k`` its gradient (one backward, see
 :func:`cnnvis_core.cam.base.layer_pass`), sums over ``(i, j)`` run over the ``h×w`` positions.
 Every function here takes ``A`` as ``(C, h, w)`` and ``G`` as ``(T, C, h, w)`` (one gradient
-per target class) and returns the raw maps ``(T, h, w)``; they only combine tensors the
-shared pass already holds, so all of them together cost one forward and one backward.
+per target class); the ``*_weights`` functions return the channel weights ``w`` ``(T, C)`` of
+a map ``L = ReLU(Σ_k w_k A_k)``, :func:`layercam` the raw maps ``(T, h, w)``. They only
+combine tensors the shared pass already holds, so all of them together cost one forward and
+one backward. The methods are declared in :mod:`.methods`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 
-from .base import CamResult, Target, layer_pass, results, weighted_sum
-
-if TYPE_CHECKING:
-    from ..engine import Engine
+from ..core import ModelCore
+from ..errors import InputError
+from ..targets import Target
+from .base import CamResult, layer_pass, results, weighted_sum
 
 
 def _safe_divide(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
@@ -27,22 +28,16 @@ def _safe_divide(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Te
     return torch.where(denominator != 0, numerator / denominator, 0.0)
 
 
-def gradcam(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
-    """Grad-CAM (Selvaraju et al., ICCV 2017, arXiv:1610.02391).
-
-    ``w_k = (1/hw) Σ_ij g_k(i, j)`` (global-average-pooled gradient),
-    ``L = ReLU(Σ_k w_k A_k)``.
-    """
-    return torch.relu(weighted_sum(gradcam_weights(A, G), A))
-
-
 def gradcam_weights(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
-    """Grad-CAM's ``w`` (see :func:`gradcam`): ``(T, C)``."""
+    """Grad-CAM (Selvaraju et al., ICCV 2017, arXiv:1610.02391): ``(T, C)``.
+
+    ``w_k = (1/hw) Σ_ij g_k(i, j)`` (global-average-pooled gradient), ``L = ReLU(Σ_k w_k A_k)``.
+    """
     return G.mean((-2, -1))
 
 
-def gradcam_pp(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
-    """Grad-CAM++ (Chattopadhyay et al., WACV 2018, arXiv:1710.11063).
+def gradcam_pp_weights(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM++ (Chattopadhyay et al., WACV 2018, arXiv:1710.11063): ``(T, C)``.
 
     With the score taken as ``exp(y^c)``, its higher derivatives are powers of ``g`` (exact for
     a piecewise-linear network), and the common factor ``exp(y^c)`` cancels or only scales::
@@ -54,11 +49,6 @@ def gradcam_pp(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     what is computed (fewer passes over the tensors). Where ``2 + Σ A · g = 0`` the quotient is
     not finite (``g / 0`` or ``0 / 0``) and is set to 0, as the formula says.
     """
-    return torch.relu(weighted_sum(gradcam_pp_weights(A, G), A))
-
-
-def gradcam_pp_weights(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
-    """Grad-CAM++'s ``w`` (see :func:`gradcam_pp`): ``(T, C)``."""
     quotient = torch.relu(G).div_(G * A.sum((-2, -1), keepdim=True) + 2)
     return quotient.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0).sum((-2, -1))
 
@@ -69,17 +59,12 @@ def _plus_plus_weights(A: torch.Tensor, D1: torch.Tensor, D2: torch.Tensor, D3: 
     return (alpha * torch.relu(D1)).sum((-2, -1))
 
 
-def xgradcam(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
-    """XGrad-CAM (Fu et al., BMVC 2020, arXiv:2008.02312).
+def xgradcam_weights(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+    """XGrad-CAM (Fu et al., BMVC 2020, arXiv:2008.02312): ``(T, C)``.
 
     ``w_k = Σ_ij (A_k(i, j) / Σ_ab A_k(a, b)) · g_k(i, j)`` (0 for a channel whose sum is 0),
     ``L = ReLU(Σ_k w_k A_k)``.
     """
-    return torch.relu(weighted_sum(xgradcam_weights(A, G), A))
-
-
-def xgradcam_weights(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
-    """XGrad-CAM's ``w`` (see :func:`xgradcam`): ``Σ_ij A·g / Σ_ab A`` per channel, ``(T, C)``."""
     return _safe_divide((A * G).sum((-2, -1)), A.sum((-2, -1)))
 
 
@@ -91,13 +76,7 @@ def layercam(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     return torch.relu((torch.relu(G) * A).sum(-3))
 
 
-#: the gradient methods that need only ``A`` and ``G`` of one pass
-FORMULAS = {"gradcam": gradcam, "gradcam++": gradcam_pp, "xgradcam": xgradcam, "layercam": layercam}
-#: those whose map is ``ReLU(Σ_k w_k A_k)``: their channel weights ``w`` (``(T, C)``)
-CHANNEL_WEIGHTS = {"gradcam": gradcam_weights, "gradcam++": gradcam_pp_weights, "xgradcam": xgradcam_weights}
-
-
-def smooth_gradcam_pp(engine: Engine, x: torch.Tensor, layer: str, targets: Sequence[Target] | None, top: int,
+def smooth_gradcam_pp(core: ModelCore, x: torch.Tensor, layer: str, targets: Sequence[Target] | None, top: int,
                       n_samples: int = 8, noise: float = 0.15, seed: int = 0) -> list[CamResult]:
     """Smooth Grad-CAM++ (Omeiza et al., 2019, arXiv:1908.01224).
 
@@ -114,13 +93,12 @@ def smooth_gradcam_pp(engine: Engine, x: torch.Tensor, layer: str, targets: Sequ
     Noise is drawn from ``seed``, so a call is reproducible.
     """
     if int(n_samples) < 1:
-        from ..errors import InputError
         raise InputError(f"Smooth Grad-CAM++ needs at least one noisy sample, got n_samples={n_samples}.")
     generator = torch.Generator().manual_seed(int(seed))
     sigma = float(noise) * float(x.max() - x.min())
     eps = torch.randn((int(n_samples), *x.shape[1:]), generator=generator).to(x.device, x.dtype) * sigma
     batch = torch.cat([x, x + eps])
-    run = layer_pass(engine, batch, layer, targets, top)
+    run = layer_pass(core, batch, layer, targets, top)
     A, noisy = run.activation[0], run.grads[:, 1:]
     weights = _plus_plus_weights(A, noisy.mean(1), noisy.pow(2).mean(1), noisy.pow(3).mean(1))
     raw = torch.relu(weighted_sum(weights, A))

@@ -19,7 +19,6 @@ region an object occupies (its mask with enclosed holes filled), the mask the te
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,12 +26,10 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torchvision.transforms.v2 import functional as TF
 
+from ..core import ImageLike, ModelCore
 from ..errors import InputError
-from .activation import batched_logits
-from .base import Target, class_index
-
-if TYPE_CHECKING:
-    from ..engine import Engine, ImageLike
+from ..passes import batched_logits
+from ..targets import Target, class_index, top_classes
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,7 +60,7 @@ def pixel_order(saliency: np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.argsort(-values, stable=True)
 
 
-def faithfulness(engine: Engine, image: ImageLike, saliency: np.ndarray | torch.Tensor,
+def faithfulness(core: ModelCore, image: ImageLike, saliency: np.ndarray | torch.Tensor,
                  target: Target | None = None, steps: int = 32) -> Faithfulness:
     """Deletion and insertion curves of ``saliency`` for class ``target`` (top-1 when None).
 
@@ -74,15 +71,15 @@ def faithfulness(engine: Engine, image: ImageLike, saliency: np.ndarray | torch.
     steps = int(steps)
     if steps < 1:
         raise InputError(f"Deletion and insertion need at least one step, got steps={steps}.")
-    x = engine.preprocess(image)
+    x = core.preprocess(image)
     size = tuple(x.shape[-2:])
     heat = torch.as_tensor(np.asarray(saliency, np.float32))
     if heat.dim() != 2:
         raise InputError(f"A saliency map must be 2-D (H×W), got shape {tuple(heat.shape)}.")
     if tuple(heat.shape) != size:
         heat = F.interpolate(heat[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
-    logits = engine.logits(x)
-    cls = int(logits.argmax()) if target is None else class_index(target, engine.categories, logits.numel())
+    logits = core.logits(x)
+    cls = top_classes(logits, 1)[0] if target is None else class_index(target, core.categories, logits.numel())
     rank = torch.empty(heat.numel(), dtype=torch.long)
     rank[pixel_order(heat)] = torch.arange(heat.numel())
     rank = rank.view(1, *size).to(x.device)
@@ -97,7 +94,7 @@ def faithfulness(engine: Engine, image: ImageLike, saliency: np.ndarray | torch.
             shown = (rank < counts[items].view(-1, 1, 1)).to(x.dtype).unsqueeze(1)
             return start_image + shown * difference
 
-        logits = batched_logits(engine, inputs_of, steps + 1, range(n_classes), tuple(x.shape[1:]), ("masked",))
+        logits = batched_logits(core, inputs_of, steps + 1, range(n_classes), tuple(x.shape[1:]), ("masked",))
         return torch.softmax(logits, dim=1)[:, cls].numpy()
 
     n_classes = int(logits.numel())

@@ -16,7 +16,6 @@ from __future__ import annotations
 import colorsys
 import math
 
-
 import numpy as np
 from PIL import Image, ImageDraw
 

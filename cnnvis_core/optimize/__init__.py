@@ -14,7 +14,7 @@ at the target layer. Engine entry points: ``engine.optimize`` and
 * :mod:`.loop` — the loop with its ``on_step`` callback; :mod:`.capture` — the early stop.
 """
 
-from .normalization import normalization_of
+from ..normalization import normalization_of
 from .objectives import OUTPUT, Objective, channel, class_logit, deepdream, neuron, per_item
 from .presets import DESCRIPTIONS, PRESETS, preset
 from .run import KINDS, OptimizationResult

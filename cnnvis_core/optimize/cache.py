@@ -1,4 +1,4 @@
-"""A small LRU of optimised images, one per engine, bounded by bytes (thread-safe).
+"""A small LRU of optimised images, one per model (in the core's cache), bounded by bytes (thread-safe).
 
 Results are kept per unit, keyed by everything that decides the picture (layer, objective,
 unit, settings, seed); since items of a batch don't interact, a request mixing cached and new
@@ -8,11 +8,12 @@ units optimises only the new ones, as one batch.
 from __future__ import annotations
 
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Hashable
 
 import numpy as np
+
+from ..core import ModelCore
 
 #: bytes of images each engine's cache may hold
 DEFAULT_BUDGET = 64 * 1024 * 1024
@@ -59,14 +60,6 @@ class ResultCache:
             return len(self._items)
 
 
-_CACHES: "weakref.WeakKeyDictionary[object, ResultCache]" = weakref.WeakKeyDictionary()
-_CACHES_LOCK = threading.Lock()
-
-
-def cache_for(owner: object) -> ResultCache:
-    """The cache of one engine (created on first use, dropped with the engine)."""
-    with _CACHES_LOCK:
-        cache = _CACHES.get(owner)
-        if cache is None:
-            cache = _CACHES[owner] = ResultCache()
-        return cache
+def results_cache(core: ModelCore) -> ResultCache:
+    """The optimised images of one model (created on first use, dropped with the core)."""
+    return core.cache.get("optimized images", ResultCache)

@@ -1,8 +1,8 @@
 """Forward passes that stop at the target layer, with a gradient that never dies at a ReLU.
 
-To maximise a unit of layer ``L`` only the network up to ``L`` matters: a forward hook on
-``L`` records its output and raises a private exception that ends the forward there, so the
-rest of the network is never computed. The hooks live inside the ``with`` block only.
+To maximise a unit of layer ``L`` only the network up to ``L`` matters: a stopping tap on
+``L`` (:mod:`cnnvis_core.hooks`) records its output and ends the forward there, so the rest of
+the network is never computed. The hooks live inside the ``with`` block only.
 
 A ReLU target has a dead gradient wherever its input is negative: a channel that is dark for
 the starting noise (or a neuron at a dark position) would never move. Lucid sidesteps this by
@@ -16,14 +16,15 @@ follows its true gradient.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 
+from ..core import ModelCore
 from ..errors import LayerError
-from ..hooks import registered
+from ..hooks import Tap, tapped
 
 #: slope of the surrogate gradient where a target ReLU's input is negative
 LEAK = 0.1
@@ -40,10 +41,6 @@ class Captured(dict):
         self.leaky: dict[str, torch.Tensor] = {}
 
 
-class _StopForward(Exception):
-    """Raised from a forward hook once every wanted layer has produced its output."""
-
-
 def leaky_gradient(pre: torch.Tensor, post: torch.Tensor, leak: float = LEAK) -> torch.Tensor:
     """``post`` in value, plus ``leak`` × the gradient of ``pre`` where ``pre < 0``.
 
@@ -56,56 +53,44 @@ def leaky_gradient(pre: torch.Tensor, post: torch.Tensor, leak: float = LEAK) ->
 
 
 @contextmanager
-def forward_until(model: nn.Module, calls: Mapping[str, int], stop: bool = True,
+def forward_until(core: ModelCore, names: Iterable[str], stop: bool = True,
                   leak: float | None = None) -> Iterator[Captured]:
-    """Record the outputs of the named modules (with their graph) during the forward run in the block.
+    """Record the outputs of the named layers (with their graph) during the forward run in the block.
 
-    ``calls[name]`` is how often the module runs in one forward pass (a shared ReLU runs
-    several times): its output is recorded at its last call. With ``stop``, once every named
-    module has produced that output the forward is ended — the block's remaining statements
-    are skipped and the rest of the network is not computed. Outputs are cloned, so in-place
-    operations further on (``ReLU(inplace=True)`` after a BatchNorm) cannot change them.
-    When gradients are on and ``leak`` (default :data:`LEAK`) is > 0, the output of a ReLU is
-    also recorded through :func:`leaky_gradient` (same values) in ``outputs.leaky``.
-    :class:`LayerError` if a module never ran.
+    A layer's output is recorded at its last call in the pass (a shared ReLU runs several times).
+    With ``stop``, once every named layer has produced that output the forward is ended — the
+    block's remaining statements are skipped and the rest of the network is not computed.
+    Outputs are cloned, so in-place operations further on (``ReLU(inplace=True)`` after a
+    BatchNorm) cannot change them. When gradients are on and ``leak`` (default :data:`LEAK`) is
+    > 0, the output of a ReLU is also recorded through :func:`leaky_gradient` (same values) in
+    ``outputs.leaky``. :class:`LayerError` if a layer never ran.
     """
     leak = LEAK if leak is None else float(leak)
-    modules = dict(model.named_modules())
+    names = list(dict.fromkeys(names))
     outputs = Captured()
     inputs: dict[str, torch.Tensor] = {}
-    seen = {name: 0 for name in calls}
+    leaky = leak > 0 and torch.is_grad_enabled()
 
-    def make_pre_hook(name: str):
-        def pre_hook(_module: nn.Module, args: tuple) -> None:
-            # runs before the (possibly in-place) ReLU overwrites its input; seen[] counts finished calls
-            if seen[name] + 1 == calls[name] and args and isinstance(args[0], torch.Tensor):
+    def taps(name: str) -> Tap:
+        def before(_module: nn.Module, args: tuple) -> None:
+            # runs before the (possibly in-place) ReLU overwrites its input
+            if args and isinstance(args[0], torch.Tensor):
                 inputs[name] = args[0].clone()
-        return pre_hook
 
-    def make_hook(name: str):
-        def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-            seen[name] += 1
-            if seen[name] < calls[name] or not isinstance(output, torch.Tensor):
+        def action(_module: nn.Module, _inputs: tuple, output: object) -> None:
+            if not isinstance(output, torch.Tensor):
                 return
             outputs[name] = output.clone()
             pre = inputs.pop(name, None)
             if pre is not None and pre.shape == output.shape:
                 outputs.leaky[name] = leaky_gradient(pre, outputs[name], leak)
-            if stop and len(outputs) == len(calls):
-                raise _StopForward
-        return hook
 
-    with registered([]) as handles:
-        for name in calls:
-            module = modules[name]
-            if leak > 0 and torch.is_grad_enabled() and isinstance(module, RECTIFIERS):
-                handles.append(module.register_forward_pre_hook(make_pre_hook(name)))
-            handles.append(module.register_forward_hook(make_hook(name)))
-        try:
-            yield outputs
-        except _StopForward:
-            pass
-    missing = [name for name in calls if name not in outputs]
+        rectifier = leaky and isinstance(core.module(name), RECTIFIERS)
+        return core.tap(name, action, stop=stop, before=before if rectifier else None)
+
+    with tapped([taps(name) for name in names]):
+        yield outputs
+    missing = [name for name in names if name not in outputs]
     if missing:
         raise LayerError(f"Layer(s) {', '.join(missing)} produced no tensor output in the forward pass; "
                          "choose a layer from engine.layers().")

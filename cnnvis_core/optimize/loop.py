@@ -24,17 +24,15 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import torch
-from torch import nn
 from torchvision.utils import make_grid
 
+from ..core import ModelCore
+from ..normalization import Stats, normalize
 from .capture import forward_until
-from .normalization import Stats, normalize
 from .objectives import OUTPUT, Objective, per_item
 from .params import ImageFn, fft_image, pixel_image, pixel_params_from_image, resize_images
 from .settings import Settings
@@ -44,18 +42,6 @@ OnStep = Callable[[int, int, np.ndarray], "bool | None"]
 
 #: at most this many items are tiled into the preview handed to ``on_step``
 PREVIEW_ITEMS = 16
-
-
-class Runner(Protocol):
-    """What the loop needs from the engine."""
-
-    device: torch.device
-    input_size: tuple[int, ...]
-    counters: object
-
-    def session(self) -> AbstractContextManager[nn.Module]: ...
-    def forward(self, x: torch.Tensor) -> torch.Tensor: ...
-    def layer(self, name: str) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -81,14 +67,14 @@ def start_size(settings: Settings, input_size: Sequence[int]) -> tuple[int, int]
     return int(input_size[0]), int(input_size[-1])
 
 
-def run(runner: Runner, objectives: Sequence[Objective], keys: Sequence[int], settings: Settings, seed: int,
+def run(core: ModelCore, objectives: Sequence[Objective], keys: Sequence[int], settings: Settings, seed: int,
         stats: Stats, on_step: OnStep | None = None) -> LoopOutput:
     """Optimise one image per objective (item ``b`` seeded by ``(seed, keys[b])``)."""
     objective = per_item(objectives)
-    plan = _Plan(runner, objective, settings, stats)
+    plan = _Plan(core, objective, settings, stats)
     gens = [item_generator(seed, k) for k in keys]
-    size = start_size(settings, runner.input_size)
-    params, image_fn = _start(settings, gens, size, stats, runner.device)
+    size = start_size(settings, core.input_size)
+    params, image_fn = _start(settings, gens, size, stats, core.device)
     total, done, cancelled = settings.total_steps, 0, False
     for round_index in range(settings.upscale_steps):
         if round_index > 0:
@@ -170,17 +156,18 @@ def standardize(images: torch.Tensor, std: float = 0.15) -> torch.Tensor:
 class _Plan:
     """Where to stop the forward and how to score, for one run."""
 
-    def __init__(self, runner: Runner, objective: Objective, settings: Settings, stats: Stats) -> None:
-        self.runner, self.objective, self.settings, self.stats = runner, objective, settings, stats
-        layers = sorted(objective.layers - {OUTPUT})
-        self.calls = {name: int(getattr(runner.layer(name), "calls", 1)) for name in layers}
+    def __init__(self, core: ModelCore, objective: Objective, settings: Settings, stats: Stats) -> None:
+        self.core, self.objective, self.settings, self.stats = core, objective, settings, stats
+        self.layers = sorted(objective.layers - {OUTPUT})
+        for name in self.layers:
+            core.layer(name)  # an unknown layer fails before the first step
         self.wants_output = OUTPUT in objective.layers
         self.stop = settings.stop_early and not self.wants_output
 
-    def scores(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """The objective of normalised inputs ``x`` (call inside the session that yielded ``model``)."""
-        with forward_until(model, self.calls, self.stop) as acts:
-            out = self.runner.forward(x)
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """The objective of normalised inputs ``x`` (call inside the core's session)."""
+        with forward_until(self.core, self.layers, self.stop) as acts:
+            out = self.core.forward(x)
             if self.wants_output:
                 acts[OUTPUT] = out
         score = self.objective(acts)
@@ -194,14 +181,14 @@ class _Plan:
                   gens: Sequence[torch.Generator]) -> tuple[torch.Tensor, ...]:
         s = self.settings
         x = normalize(s.robustness(image, gens), self.stats)
-        with self.runner.session() as model:
-            score = self.scores(model, x)
+        with self.core.session():
+            score = self.scores(x)
             if s.tv:
                 score = score - s.tv * total_variation(image)
             if s.l2:
                 score = score - s.l2 * l2_penalty(image)
             grads = torch.autograd.grad(-score.sum(), params)
-            self.runner.counters.add(backward=1)
+            self.core.counters.add(backward=1)
         return grads
 
     @torch.no_grad()
@@ -212,7 +199,7 @@ class _Plan:
         if c and image.shape[-1] > 2 * c + 8 and image.shape[-2] > 2 * c + 8:
             image = image[..., c:-c, c:-c]
         pixels = to_uint8(image)
-        shown = pixels.permute(0, 3, 1, 2).to(self.runner.device, torch.float32) / 255.0
-        with self.runner.session() as model:
-            scores = self.scores(model, normalize(shown, self.stats))
+        shown = pixels.permute(0, 3, 1, 2).to(self.core.device, torch.float32) / 255.0
+        with self.core.session():
+            scores = self.scores(normalize(shown, self.stats))
         return pixels.numpy(), scores.float().cpu().numpy()

@@ -43,7 +43,7 @@ class Objective:
     def __call__(self, activations: Activations) -> torch.Tensor:
         return self.fn(activations)
 
-    def __add__(self, other: "Objective | float") -> "Objective":
+    def __add__(self, other: Objective | float) -> Objective:
         if isinstance(other, (int, float)):
             k = float(other)
             return Objective(lambda acts: self(acts) + k, self.layers, f"{self.name} + {k:g}")
@@ -54,7 +54,7 @@ class Objective:
 
     __radd__ = __add__
 
-    def __mul__(self, k: float) -> "Objective":
+    def __mul__(self, k: float) -> Objective:
         if not isinstance(k, (int, float)):
             return NotImplemented
         k = float(k)
@@ -62,16 +62,16 @@ class Objective:
 
     __rmul__ = __mul__
 
-    def __neg__(self) -> "Objective":
+    def __neg__(self) -> Objective:
         return -1.0 * self
 
-    def __sub__(self, other: "Objective | float") -> "Objective":
+    def __sub__(self, other: Objective | float) -> Objective:
         return self + (-other)
 
-    def __rsub__(self, other: float) -> "Objective":
+    def __rsub__(self, other: float) -> Objective:
         return (-self) + other
 
-    def __truediv__(self, k: float) -> "Objective":
+    def __truediv__(self, k: float) -> Objective:
         return self * (1.0 / float(k))
 
 

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core import ModelCore
 from ..errors import InputError, LayerError
+from ..normalization import normalization_of
 from . import loop
-from .cache import cache_for
-from .normalization import normalization_of
+from .cache import results_cache
 from .objectives import Objective, channel, class_logit, deepdream, neuron
 from .presets import preset as preset_settings
 from .settings import Settings
@@ -70,16 +71,16 @@ def _unit_list(units: Units, count: int | None, what: str) -> list[int]:
     return values
 
 
-def _objectives(engine, kind: str, layer: str | None, units: Units, settings: Settings,
+def _objectives(core: ModelCore, kind: str, layer: str | None, units: Units, settings: Settings,
                 position: tuple[int, int] | None) -> tuple[str | None, list[int], list[Objective]]:
     if kind not in KINDS:
         raise InputError(f"Unknown objective {kind!r}; choose one of {', '.join(KINDS)}.")
     if kind == "class":
-        ids = _unit_list(units, len(engine.categories), "class")
+        ids = _unit_list(units, len(core.categories), "class")
         return None, ids, [class_logit(u) for u in ids]
     if layer is None:
         raise LayerError(f"The {kind!r} objective needs a layer; engine.layers() lists them.")
-    info = engine.layer(layer)
+    info = core.layer(layer)
     if kind == "deepdream":
         ids = _unit_list(units, None, "variant")
         return layer, ids, [deepdream(layer) for _ in ids]
@@ -93,7 +94,7 @@ def _objectives(engine, kind: str, layer: str | None, units: Units, settings: Se
     return layer, ids, [channel(layer, u, border=settings.border) for u in ids]
 
 
-def optimize_units(engine, layer: str | None, units: Units, objective: str = "channel", *, seed: int = 0,
+def optimize_units(core: ModelCore, layer: str | None, units: Units, objective: str = "channel", *, seed: int = 0,
                    on_step: loop.OnStep | None = None, preset: str | Settings = "lucid",
                    position: tuple[int, int] | None = None, **overrides) -> OptimizationResult:
     """One optimised image per unit of ``layer`` (per class for ``objective="class"``).
@@ -101,16 +102,16 @@ def optimize_units(engine, layer: str | None, units: Units, objective: str = "ch
     Units already in the engine's cache are not recomputed; the others run as one batch.
     """
     settings = resolve_settings(preset, overrides)
-    layer, ids, objectives = _objectives(engine, objective, layer, units, settings, position)
-    cache = cache_for(engine)
+    layer, ids, objectives = _objectives(core, objective, layer, units, settings, position)
+    cache = results_cache(core)
     keys = {u: (objective, layer, u, position, settings, int(seed)) for u in ids}
     found = {u: cache.get(keys[u]) for u in dict.fromkeys(ids)}
     todo = [u for u, hit in found.items() if hit is None]
     out = None
     if todo:
         by_unit = dict(zip(ids, objectives))
-        out = loop.run(engine, [by_unit[u] for u in todo], todo, settings, seed,
-                       normalization_of(engine.transform), on_step)
+        out = loop.run(core, [by_unit[u] for u in todo], todo, settings, seed,
+                       normalization_of(core.transform), on_step)
         for i, u in enumerate(todo):
             found[u] = (out.images[i], float(out.scores[i]))
             if not out.cancelled:
@@ -124,7 +125,7 @@ def optimize_units(engine, layer: str | None, units: Units, objective: str = "ch
         cached=len(ids) - len(todo))
 
 
-def optimize_objectives(engine, objectives: Sequence[Objective], keys: Sequence[int] | None = None, *,
+def optimize_objectives(core: ModelCore, objectives: Sequence[Objective], keys: Sequence[int] | None = None, *,
                         seed: int = 0, on_step: loop.OnStep | None = None, preset: str | Settings = "lucid",
                         **overrides) -> OptimizationResult:
     """One image per (composed) objective; item ``b`` seeded by ``(seed, keys[b])`` (default ``b``). Not cached."""
@@ -135,7 +136,7 @@ def optimize_objectives(engine, objectives: Sequence[Objective], keys: Sequence[
     if len(keys) != len(objectives):
         raise InputError(f"Got {len(keys)} keys for {len(objectives)} objectives; give one key per objective.")
     settings = resolve_settings(preset, overrides)
-    out = loop.run(engine, objectives, keys, settings, seed, normalization_of(engine.transform), on_step)
+    out = loop.run(core, objectives, keys, settings, seed, normalization_of(core.transform), on_step)
     return OptimizationResult(
         units=tuple(keys), images=tuple(out.images), activations=out.scores.astype(np.float32),
         objective=" | ".join(o.name for o in objectives), layer=None, settings=settings, seed=int(seed),

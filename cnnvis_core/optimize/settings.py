@@ -65,11 +65,13 @@ class Settings:
 
     def __post_init__(self) -> None:
         _check(self.param in PARAMS, f"param must be one of {', '.join(PARAMS)}, got {self.param!r}.")
-        _check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}.")
+        _check(self.optimizer in OPTIMIZERS,
+               f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}.")
         _check(self.finish in FINISHES, f"finish must be one of {', '.join(FINISHES)}, got {self.finish!r}.")
         _check(int(self.steps) >= 0, f"steps must be 0 or more, got {self.steps}.")
         _check(self.lr > 0, f"The learning rate must be positive, got {self.lr}.")
-        _check(self.size is None or 8 <= int(self.size) <= 1024, f"size must be between 8 and 1024 pixels, got {self.size}.")
+        _check(self.size is None or 8 <= int(self.size) <= 1024,
+               f"size must be between 8 and 1024 pixels, got {self.size}.")
         _check(int(self.upscale_steps) >= 1, f"upscale_steps must be at least 1, got {self.upscale_steps}.")
         _check(self.upscale_steps == 1 or self.param == "pixel",
                "Upscaling rounds work on pixel images: use param='pixel' or upscale_steps=1.")
@@ -89,12 +91,13 @@ class Settings:
     def total_steps(self) -> int:
         return int(self.steps) * int(self.upscale_steps)
 
-    def updated(self, **overrides: Any) -> "Settings":
+    def updated(self, **overrides: Any) -> Settings:
         """A copy with some knobs changed (``None`` values are ignored); unknown names raise InputError."""
         known = {f.name for f in fields(self)}
         unknown = sorted(set(overrides) - known)
         if unknown:
-            raise InputError(f"Unknown optimisation setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
+            raise InputError(f"Unknown optimisation setting(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(known))}.")
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 

@@ -50,7 +50,7 @@ def params(model: Tiny) -> dict[str, np.ndarray]:
 
 def np_forward(p: dict, x: np.ndarray) -> dict[str, np.ndarray]:
     """x (3, H, W) → every intermediate, by explicit loops and sums."""
-    c_out, c_in, kh, kw = p["conv1.weight"].shape
+    c_out, _, kh, kw = p["conv1.weight"].shape
     padded = np.pad(x, ((0, 0), (1, 1), (1, 1)))
     h, w = x.shape[1:]
     z1 = np.zeros((c_out, h, w))
@@ -132,7 +132,7 @@ def test_gradient_methods_match_their_formula(tiny, method, layer):
 
 
 def test_conv2_gradients_vary_in_space_so_the_test_means_something(tiny):
-    engine, x, p = tiny
+    _, x, p = tiny
     fwd = np_forward(p, x[0].double().numpy())
     assert (fwd["conv2"] < 0).any() and (fwd["conv2"] > 0).any()  # the in-place ReLU had work to do
     g = np_grad(p, fwd, "conv2", 0)
@@ -254,9 +254,9 @@ def test_parameters_stay_frozen_without_grad(tiny):
 
 def test_errors_say_what_to_do_and_leave_no_hooks(tiny):
     engine, x, _ = tiny
-    with pytest.raises(InputError, match="gradcam\\+\\+.*layercam"):
+    with pytest.raises(InputError, match=r"gradcam\+\+.*layercam"):
         engine.cam(x, "gradcamm")
-    with pytest.raises(LayerError, match="not a spatial map.*relu2"):
+    with pytest.raises(LayerError, match=r"not a spatial map.*relu2"):
         engine.cam(x, "gradcam", layer="fc")
     with pytest.raises(LayerError, match="conv2"):
         engine.cam(x, "gradcam", layer="conv3")
@@ -286,9 +286,9 @@ def test_the_cam_head_check_is_remembered_once_passed_and_refusals_are_not():
     model = Tiny()
     engine = Engine(model, input_size=(SIZE, SIZE), device="cpu")
     x = torch.randn(1, 3, SIZE, SIZE)
-    assert verified_head(model, "relu2") is None
+    assert verified_head(engine, "relu2") is None
     first = engine.cam(x, "cam", target=1)
-    assert verified_head(model, "relu2") is model.fc
+    assert verified_head(engine, "relu2") is model.fc
     hooks_seen: list[int] = []  # hooks on fc while it runs: this probe, plus the engine's if it records fc
     probe = model.fc.register_forward_hook(lambda module, *_: hooks_seen.append(len(module._forward_hooks)))
     again = engine.cam(x, "cam", target=1)
@@ -301,7 +301,7 @@ def test_the_cam_head_check_is_remembered_once_passed_and_refusals_are_not():
     for _ in range(2):
         with pytest.raises(LayerError):
             engine.cam(x, "cam", layer="conv2")
-    assert verified_head(model, "conv2") is None
+    assert verified_head(engine, "conv2") is None
 
 
 class Exploding(Tiny):
@@ -353,7 +353,7 @@ def test_deletion_and_insertion_curves_match_a_direct_computation(tiny):
     blurred = _np_blur(x_np)
     for s, fraction in enumerate(result.fractions):
         shown = np.zeros(SIZE * SIZE, bool)
-        shown[order[:int(round(fraction * SIZE * SIZE))]] = True
+        shown[order[:round(float(fraction) * SIZE * SIZE)]] = True
         shown = shown.reshape(SIZE, SIZE)
         deleted = np.where(shown, 0.0, x_np)
         inserted = np.where(shown, x_np, blurred)
@@ -427,7 +427,7 @@ def test_automatic_layer_descends_sequentials_but_not_residual_blocks(tiny):
 
 # ---------------------------------------------------------------------------- batch sizes
 def test_masked_batch_size_comes_from_the_free_memory(tiny, monkeypatch):
-    from cnnvis_core.cam import batching
+    from cnnvis_core.passes import batch_size as batching
     engine = tiny[0]
     layers, shape = engine.layers(), (3, SIZE, SIZE)
     per_item = 4 * (sum(int(np.prod(info.output_shape)) for info in layers) + 2 * int(np.prod(shape)))
@@ -445,7 +445,7 @@ def test_masked_batch_size_comes_from_the_free_memory(tiny, monkeypatch):
 def test_batch_size_is_judged_on_the_second_batch_of_each_size(monkeypatch):
     """A fake clock: every new batch size pays a one-time set-up worth 20 items, and the time per
     item falls until 8, then rises. Judged by first batches, size 1 would look best."""
-    from cnnvis_core.cam import batching
+    from cnnvis_core.passes import batch_size as batching
     clock = [0.0]
     monkeypatch.setattr(batching.time, "perf_counter", lambda: clock[0])
     per_item = {1: 1.0, 2: 0.8, 4: 0.6, 8: 0.5, 16: 0.7, 32: 0.9}
@@ -458,12 +458,12 @@ def test_batch_size_is_judged_on_the_second_batch_of_each_size(monkeypatch):
         seen_sizes.add(size)
         sizes.append(size)
 
-    key = ("fake clock", id(sizes))
-    batching.run_batched(200, work, cap=32, key=key)
+    key, remembered = ("fake clock",), {}
+    batching.run_batched(200, work, cap=32, remembered=remembered, key=key)
     assert sizes[:10] == [1, 1, 2, 2, 4, 4, 8, 8, 16, 16] and set(sizes[10:-1]) == {8}
-    assert batching._remembered[key] == (8, True)
+    assert remembered[key] == (8, True)
     sizes.clear()
-    batching.run_batched(40, work, cap=32, key=key)  # settled: straight to 8
+    batching.run_batched(40, work, cap=32, remembered=remembered, key=key)  # settled: straight to 8
     assert sizes == [8] * 5
 
 
@@ -481,9 +481,9 @@ def test_separable_upsampling_is_torchs_bilinear_for_tensors_and_arrays():
 
 
 def test_batches_cover_every_item_once_within_the_cap_and_results_do_not_depend_on_them(tiny, monkeypatch):
-    from cnnvis_core.cam import batching
+    from cnnvis_core.passes import batch_size as batching
     seen: list[tuple[int, int]] = []
-    batching.run_batched(100, lambda a, b: seen.append((a, b)), cap=16, key=("test", id(seen)))
+    batching.run_batched(100, lambda a, b: seen.append((a, b)), cap=16, remembered={}, key=("test",))
     assert [a for a, _ in seen] == [0] + [b for _, b in seen[:-1]] and seen[-1][1] == 100
     assert max(b - a for a, b in seen) <= 16
     engine, x, _ = tiny
@@ -520,7 +520,8 @@ class WithNorms(nn.Module):
 
 
 def test_masked_passes_use_a_folded_copy_that_computes_the_same_function(monkeypatch):
-    from cnnvis_core.cam import activation, fused
+    from cnnvis_core.passes import batched
+    from cnnvis_core.passes import folding as fused
     model = WithNorms()
     engine = Engine(model, input_size=(SIZE, SIZE), device="cpu")
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -535,13 +536,13 @@ def test_masked_passes_use_a_folded_copy_that_computes_the_same_function(monkeyp
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     assert hook_count(model) == 0 and isinstance(model.bn1, nn.BatchNorm2d)
     folded = engine.cam(x[:1], "scorecam", layer="conv2", target=1).raw
-    monkeypatch.setattr(activation, "inference_copy", lambda engine, probe: engine.model)
+    monkeypatch.setattr(batched, "inference_copy", lambda core, probe: core.model)
     plain = engine.cam(x[:1], "scorecam", layer="conv2", target=1).raw
     np.testing.assert_allclose(folded, plain, rtol=1e-4, atol=1e-7)
 
 
 def test_a_model_fx_cannot_trace_runs_as_it_is(tiny):
-    from cnnvis_core.cam import fused
+    from cnnvis_core.passes import folding as fused
 
     class Branchy(WithNorms):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -567,7 +568,7 @@ def test_backward_seeds_are_one_hot_rows_for_small_and_large_class_counts(n):
 
 
 def test_masked_methods_report_progress_after_every_batch(tiny, monkeypatch):
-    from cnnvis_core.cam import batching
+    from cnnvis_core.passes import batch_size as batching
     engine, x, _ = tiny
     plain = engine.cam(x, "iscam", layer="conv2", target=0, n_samples=5)
     monkeypatch.setattr(batching, "free_memory", lambda device: 0)  # one masked input per batch
@@ -585,7 +586,7 @@ def test_masked_methods_report_progress_after_every_batch(tiny, monkeypatch):
 def test_raising_from_progress_cancels_a_masked_map_and_leaves_the_engine_clean(tiny, monkeypatch):
     """The dashboard's Stop button interrupts the run from inside ``progress``; the exception must
     come out as raised, after that batch, with no hook left, and the next call must be unaffected."""
-    from cnnvis_core.cam import batching
+    from cnnvis_core.passes import batch_size as batching
     engine, x, _ = tiny
     plain = engine.cam(x, "iscam", layer="conv2", target=0, n_samples=5)
     monkeypatch.setattr(batching, "free_memory", lambda device: 0)  # one masked input per batch

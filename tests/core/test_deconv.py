@@ -14,7 +14,6 @@ from cnnvis_core import Engine, InputError, LayerError
 from cnnvis_core.deconv import reconstruct
 from cnnvis_core.hooks import hook_count
 from cnnvis_core.layers import LayerInfo
-
 from tests.conftest import REPORT, TEST_SEED_START
 
 
@@ -136,11 +135,11 @@ def test_residual_net_falls_back_to_the_gradient_rule_with_a_note():
 def test_bad_layer_and_channel_are_readable_errors(demo_engine, demo_images):
     demo_engine.layers()  # the catalogue's probe forward, once per engine
     before = demo_engine.counters.snapshot()
-    with pytest.raises(LayerError, match="feature maps.*features"):
+    with pytest.raises(LayerError, match=r"feature maps.*features"):
         demo_engine.reconstruct(demo_images[0], "fc", 0)
     with pytest.raises(InputError, match="from 0 to 127"):
         demo_engine.reconstruct(demo_images[0], "features.relu7", 128)
-    with pytest.raises(LayerError, match="features.relu7"):
+    with pytest.raises(LayerError, match=r"features\.relu7"):
         demo_engine.reconstruct(demo_images[0], "features.relu77", 1)
     assert demo_engine.counters.snapshot() == before
     assert hook_count(demo_engine.model) == 0

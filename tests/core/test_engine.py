@@ -46,7 +46,7 @@ def test_layer_order_puts_containers_after_children_and_shared_relu_last_use():
 
 def test_unknown_layer_suggests_close_names(demo_engine):
     before = demo_engine.counters.snapshot()
-    with pytest.raises(LayerError, match="features.conv3"):
+    with pytest.raises(LayerError, match=r"features\.conv3"):
         demo_engine.feature_maps(torch.zeros(1, 3, 128, 128), ["features.cnv3"])
     assert demo_engine.counters.snapshot() == before
 
@@ -79,7 +79,7 @@ def test_predict_matches_softmax_of_the_model(demo_engine, demo_images):
     assert [p.index for p in preds] == expected.indices.tolist()
     assert np.allclose([p.probability for p in preds], expected.values.numpy(), atol=1e-6)
     assert preds[0].label == demo_engine.categories[preds[0].index]
-    index, label, probability = preds[0]  # a plain tuple too
+    _, _, probability = preds[0]  # a plain tuple too
     assert probability >= preds[1].probability
 
 
@@ -161,13 +161,13 @@ def test_eval_mode_restores_each_flag_as_it_was(inside):
     model[1].train()  # only the dropout (a Monte-Carlo dropout set-up), the rest in eval mode
     model[2][0].train()
     before = [m.training for m in model.modules()]
-    with pytest.raises(RuntimeError) if inside == "raise" else contextlib.nullcontext():
-        with eval_mode(model):
-            assert not any(m.training for m in model.modules())
-            if inside == "switch one on":
-                model[0].train()
-            if inside == "raise":
-                raise RuntimeError("boom")
+    outside = pytest.raises(RuntimeError) if inside == "raise" else contextlib.nullcontext()
+    with outside, eval_mode(model):
+        assert not any(m.training for m in model.modules())
+        if inside == "switch one on":
+            model[0].train()
+        if inside == "raise":
+            raise RuntimeError("boom")
     assert [m.training for m in model.modules()] == before
 
 
@@ -180,7 +180,7 @@ def test_quick_passes_means_a_gpu_or_under_five_million_parameters(demo_engine):
 
 
 def test_engine_refuses_what_is_not_a_module():
-    with pytest.raises(ModelError, match="torch.nn.Module"):
+    with pytest.raises(ModelError, match=r"torch\.nn\.Module"):
         Engine(lambda x: x)
 
 

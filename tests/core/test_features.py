@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -41,7 +42,7 @@ def test_order_by_mean_is_strongest_first_across_pages_ties_by_index():
     ordered = sum((fx.channel_page(maps, p, 16, "mean").channels for p in range(3)), ())
     assert ordered[:2] == (3, 7)
     assert sorted(ordered) == list(range(40))
-    assert all(means[a] >= means[b] for a, b in zip(ordered, ordered[1:]))
+    assert all(means[a] >= means[b] for a, b in pairwise(ordered))
     assert np.allclose(fx.channel_means(maps), means, atol=1e-6)
     with pytest.raises(InputError, match="order"):
         fx.channel_order(maps, "loudest")

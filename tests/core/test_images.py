@@ -162,7 +162,7 @@ def test_header_over_max_pixels_refused_before_decoding():
     message = r"12000×9000 px = 108 megapixels, over the limit of 100 megapixels"
     with pytest.raises(InputError, match=message):
         load_image(data)
-    assert 12000 * 9000 > MAX_PIXELS
+    assert MAX_PIXELS < 12000 * 9000
 
 
 def test_max_pixels_keyword():
@@ -193,12 +193,12 @@ RANDOM_BYTES = np.random.default_rng(0).integers(0, 256, 4096, np.uint8).tobytes
 
 @pytest.mark.parametrize("data", [b"hello, this is plain text\n" * 10, RANDOM_BYTES])
 def test_not_an_image(data):
-    with pytest.raises(InputError, match="not an image.*JPEG, PNG"):
+    with pytest.raises(InputError, match=r"not an image.*JPEG, PNG"):
         load_image(data)
 
 
 def test_unsupported_format_is_named():
-    with pytest.raises(InputError, match="ICO images are not supported.*JPEG"):
+    with pytest.raises(InputError, match=r"ICO images are not supported.*JPEG"):
         load_image(encode(Image.new("RGB", (16, 16)), "ICO"))
 
 
@@ -219,9 +219,9 @@ def test_empty_input():
 
 def test_missing_path(tmp_path):
     missing = tmp_path / "nope.png"
-    with pytest.raises(InputError, match="nope.png"):
+    with pytest.raises(InputError, match=r"nope\.png"):
         load_image(missing)
-    with pytest.raises(InputError, match="nope.png"):
+    with pytest.raises(InputError, match=r"nope\.png"):
         load_image(str(missing))
 
 

@@ -42,7 +42,7 @@ def test_engine_kernels_is_a_cpu_copy_and_runs_no_forward(demo_engine):
 
 @pytest.mark.parametrize("name", ["features.relu1", "fc", "no.such.layer", ""])
 def test_a_layer_that_is_not_a_conv_names_the_convs(demo_engine, name):
-    with pytest.raises(LayerError, match="features.conv1, features.conv2") as info:
+    with pytest.raises(LayerError, match=r"features\.conv1, features\.conv2") as info:
         demo_engine.kernels(name)
     assert "not a 2-D convolution" in str(info.value)
     assert hook_count(demo_engine.model) == 0

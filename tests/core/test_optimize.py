@@ -14,15 +14,14 @@ from cnnvis_core import Engine, InputError, LayerError
 from cnnvis_core.demo.data import to_batch
 from cnnvis_core.hooks import hook_count
 from cnnvis_core.optimize import capture, channel, neuron
-from cnnvis_core.optimize.cache import cache_for
-
+from cnnvis_core.optimize.cache import results_cache
 from tests.conftest import REPORT
 
 SIZE = 64  # small images keep the file fast; DemoNet takes any size
 
 
 def _fresh(engine: Engine) -> None:
-    cache_for(engine).clear()
+    results_cache(engine).clear()
 
 
 def _input(image: np.ndarray) -> torch.Tensor:
@@ -295,7 +294,7 @@ def test_penalties_smooth_the_image(demo_engine):
 
 
 def test_bad_requests_raise_readable_errors(demo_engine):
-    with pytest.raises(LayerError, match="features.relu3"):
+    with pytest.raises(LayerError, match=r"features\.relu3"):
         demo_engine.optimize("features.relu33", [0])
     with pytest.raises(InputError, match="0…63"):
         demo_engine.optimize("features.relu3", [64])
@@ -309,7 +308,7 @@ def test_bad_requests_raise_readable_errors(demo_engine):
         demo_engine.optimize("features.relu3", [0], learning_rate=0.1)
     with pytest.raises(InputError, match="pixel"):
         demo_engine.optimize("features.relu3", [0], upscale_steps=3)
-    with pytest.raises(InputError, match="outside the .* map of features.relu5"):
+    with pytest.raises(InputError, match=r"outside the .* map of features\.relu5"):
         demo_engine.optimize("features.relu5", [0], objective="neuron", position=(9, 1), size=32, steps=1)
     assert hook_count(demo_engine.model) == 0
 

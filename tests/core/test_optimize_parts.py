@@ -12,18 +12,35 @@ from torchvision import transforms as v1
 from torchvision.transforms import v2
 
 from cnnvis_core import InputError
-from cnnvis_core.engine import IMAGENET_MEAN, IMAGENET_STD
+from cnnvis_core.normalization import IMAGENET_MEAN, IMAGENET_STD, normalize
 from cnnvis_core.optimize import (
-    OUTPUT, PRESETS, Settings, channel, class_logit, deepdream, neuron, normalization_of, per_item, preset,
+    OUTPUT,
+    PRESETS,
+    Settings,
+    channel,
+    class_logit,
+    deepdream,
+    neuron,
+    normalization_of,
+    per_item,
+    preset,
 )
 from cnnvis_core.optimize.cache import ResultCache
 from cnnvis_core.optimize.loop import item_generator, standardize
-from cnnvis_core.optimize.normalization import normalize
 from cnnvis_core.optimize.params import (
-    COLOR_CORRELATION_SQRT, decorrelated_to_rgb, fft_image, frequency_scale, pixel_image,
+    COLOR_CORRELATION_SQRT,
+    decorrelated_to_rgb,
+    fft_image,
+    frequency_scale,
+    pixel_image,
 )
 from cnnvis_core.optimize.transforms import (
-    affine_matrices, box_blur, jitter, l2_penalty, random_affine, total_variation,
+    affine_matrices,
+    box_blur,
+    jitter,
+    l2_penalty,
+    random_affine,
+    total_variation,
 )
 
 
@@ -80,6 +97,7 @@ def test_leaky_gradient_keeps_the_relu_value_and_gives_a_leaky_relu_derivative()
 
 
 def test_forward_until_records_an_inplace_relu_with_a_live_gradient():
+    from cnnvis_core.core import ModelCore
     from cnnvis_core.hooks import hook_count
     from cnnvis_core.optimize.capture import forward_until
 
@@ -88,8 +106,9 @@ def test_forward_until_records_an_inplace_relu_with_a_live_gradient():
                                 torch.nn.Conv2d(4, 2, 1)).eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    core = ModelCore(model, input_size=(9, 9), device="cpu")
     x = torch.randn(2, 3, 9, 9, requires_grad=True)
-    with forward_until(model, {"2": 1}, leak=0.25) as acts:
+    with forward_until(core, ["2"], leak=0.25) as acts:
         model(x)
     pre = model[1](model[0](x))
     assert torch.equal(acts["2"].detach(), torch.relu(pre).detach())
@@ -101,15 +120,16 @@ def test_forward_until_records_an_inplace_relu_with_a_live_gradient():
     leaky = torch.where(pre > 0, pre, 0.25 * pre)
     (want,) = torch.autograd.grad(leaky.sum(), x)
     assert torch.allclose(got, want, atol=1e-5)
-    with torch.no_grad(), forward_until(model, {"2": 1}) as acts:  # no gradient wanted: the plain output
+    with torch.no_grad(), forward_until(core, ["2"]) as acts:  # no gradient wanted: the plain output
         model(x)
     assert acts["2"].grad_fn is None and not acts.leaky and hook_count(model) == 0
 
 
 # ---------------------------------------------------------------------------- normalisation
 def test_normalization_found_in_the_transforms_we_meet():
-    from cnnvis_core import demo
     from torchvision.transforms._presets import ImageClassification
+
+    from cnnvis_core import demo
 
     def flat(stats):
         return [v for part in stats for v in part]

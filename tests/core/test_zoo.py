@@ -240,7 +240,7 @@ def test_pickled_module_is_refused(tmp_path):
 def test_unreadable_files(tmp_path, data):
     path = tmp_path / "broken.pth"
     path.write_bytes(data)
-    with pytest.raises(WeightsError, match="broken.pth") as info:
+    with pytest.raises(WeightsError, match=r"broken\.pth") as info:
         zoo.build("resnet18", weights=path)
     assert not isinstance(info.value, UnsafeWeightsError)
 

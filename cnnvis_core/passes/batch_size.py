@@ -3,11 +3,11 @@
 The largest batch allowed comes from the memory available: on a GPU the free memory that
 ``torch.cuda.mem_get_info`` reports, on the CPU the free physical pages (``os.sysconf``),
 of which a quarter (at most 2 GiB) may hold one batch's activations. Within that bound the
-size is tuned by timing, because a bigger batch is not always faster on a CPU (2 cores: the
-demo model at 128×128 runs 1.86 ms per image alone, 1.36 ms in batches of 16, 1.62 ms in
-batches of 64, when its maps no longer stay in cache). The first batches of a job double in
-size while the time per image falls; the best size is remembered for the model and input
-shape, and later jobs start from it. No work is wasted: every trial batch is part of the job.
+size is tuned by timing, because a bigger batch is not always faster on a CPU (once a batch's
+maps no longer stay in cache). The first batches of a job double in size while the time per
+image falls; the best size is remembered (in a dict the caller keeps, the core's per-model
+cache) for the model and input shape, and later jobs start from it. No work is wasted: every
+trial batch is part of the job.
 """
 
 from __future__ import annotations
@@ -23,8 +23,11 @@ from ..layers import LayerInfo
 #: the largest batch ever used
 MAX_BATCH = 256
 _CPU_BUDGET_CAP = 2 * 2**30
+#: how many input shapes a remembered-sizes dict keeps
+_REMEMBERED_KEYS = 64
+
 #: key → (batch size, settled)
-_remembered: dict[tuple, tuple[int, bool]] = {}
+Remembered = dict[tuple, tuple[int, bool]]
 
 
 def free_memory(device: torch.device) -> int:
@@ -55,7 +58,7 @@ def _numel(shape: Sequence[int]) -> int:
     return n
 
 
-def run_batched(total: int, work: Callable[[int, int], None], cap: int, key: tuple) -> None:
+def run_batched(total: int, work: Callable[[int, int], None], cap: int, remembered: Remembered, key: tuple) -> None:
     """Call ``work(start, stop)`` over ``range(total)`` in consecutive batches of at most ``cap``.
 
     Until a size is settled for ``key``, sizes double from 1 (or from where an earlier job
@@ -66,7 +69,7 @@ def run_batched(total: int, work: Callable[[int, int], None], cap: int, key: tup
     the best size is settled and later jobs use it at once.
     """
     cap = max(1, int(cap))
-    size, settled = _remembered.get(key, (1, False))
+    size, settled = remembered.get(key, (1, False))
     size = min(size, cap)
     settled = settled or size >= cap
     best_size, best_rate, runs_at_size = size, float("inf"), 0
@@ -89,12 +92,12 @@ def run_batched(total: int, work: Callable[[int, int], None], cap: int, key: tup
         else:
             size, settled = best_size, True
     if settled:
-        _remember(key, (size, True))
+        _remember(remembered, key, (size, True))
     elif best_rate < float("inf"):  # the job ended while tuning: the next one goes on from the best size
-        _remember(key, (best_size, False))
+        _remember(remembered, key, (best_size, False))
 
 
-def _remember(key: tuple, value: tuple[int, bool]) -> None:
-    if len(_remembered) >= 64:
-        _remembered.clear()
-    _remembered[key] = value
+def _remember(remembered: Remembered, key: tuple, value: tuple[int, bool]) -> None:
+    if len(remembered) >= _REMEMBERED_KEYS:
+        remembered.clear()
+    remembered[key] = value

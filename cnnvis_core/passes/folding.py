@@ -19,16 +19,11 @@ the copy is kept per model (weakly, so it goes with the model).
 from __future__ import annotations
 
 import copy
-import weakref
-from typing import TYPE_CHECKING
 
 import torch
 from torch import fx, nn
 
-if TYPE_CHECKING:
-    from ..engine import Engine
-
-_copies: weakref.WeakKeyDictionary[nn.Module, tuple[str, nn.Module | None]] = weakref.WeakKeyDictionary()
+from ..core import ModelCore
 
 
 def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -77,27 +72,29 @@ def _fold_all(model: nn.Module) -> fx.GraphModule | None:
     return traced.eval().to(memory_format=torch.channels_last)
 
 
-def inference_copy(engine: Engine, probe: torch.Tensor) -> nn.Module:
-    """The folded copy of the engine's model (eval mode), or the model itself when there is none.
+def inference_copy(core: ModelCore, probe: torch.Tensor) -> nn.Module:
+    """The folded copy of the core's model (eval mode), or the model itself when there is none.
 
-    Call it inside ``engine.session()``. The first call for a model builds the copy and checks
-    it on ``probe`` (a ``(1, 3, H, W)`` input): its logits must match the model's to 1e-4 of
-    their scale (two counted forward passes).
+    Call it inside ``core.session()``. The first call for a model and device builds the copy
+    and checks it on ``probe`` (a ``(1, 3, H, W)`` input): its logits must match the model's to
+    1e-4 of their scale (two counted forward passes).
     """
-    model, device = engine.model, str(probe.device)
-    kept = _copies.get(model)
-    if kept is not None and kept[0] == device:
-        return kept[1] or model
+    folded = core.cache.get(("folded copy", str(probe.device)), lambda: _checked_copy(core, probe))
+    return folded or core.model
+
+
+def _checked_copy(core: ModelCore, probe: torch.Tensor) -> nn.Module | None:
+    model = core.model
     try:
         fused = _fold_all(model)
     except Exception:  # noqa: BLE001 - any model fx cannot trace (dynamic control flow…) keeps running as it is
-        fused = None
-    if fused is not None:
-        with torch.inference_mode():
-            expected, got = model(probe), fused(probe.contiguous(memory_format=torch.channels_last))
-        engine.counters.add(forward=2)
-        if not (isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor) and got.shape == expected.shape
-                and torch.allclose(got, expected, rtol=1e-4, atol=1e-4 * (float(expected.abs().max()) + 1e-6))):
-            fused = None
-    _copies[model] = (device, fused)
-    return fused or model
+        return None
+    if fused is None:
+        return None
+    with torch.inference_mode():
+        expected, got = model(probe), fused(probe.contiguous(memory_format=torch.channels_last))
+    core.counters.add(forward=2)
+    if (isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor) and got.shape == expected.shape
+            and torch.allclose(got, expected, rtol=1e-4, atol=1e-4 * (float(expected.abs().max()) + 1e-6))):
+        return fused
+    return None

@@ -1,0 +1,234 @@
+"""The core every analysis takes: one resident, thread-safe model and what is known about it.
+
+A :class:`ModelCore` owns the model (eval mode, parameters frozen, on the GPU when there is
+one) and offers what every analysis needs and nothing more: the lock (:meth:`~ModelCore.session`),
+the counted forward pass, the image → tensor step (:meth:`~ModelCore.preprocess`), the layer
+catalogue and module lookup, the class names, :meth:`~ModelCore.tap` (a hook on a named layer),
+and ONE per-model cache (:attr:`~ModelCore.cache`) for whatever an analysis computes once per
+model (a folded copy, a verified head, tuned batch sizes, optimised images).
+
+The analyses (:mod:`.cam`, :mod:`.backprop`, :mod:`.deconv`, :mod:`.pruning`, :mod:`.optimize`)
+are functions of a core and call each other directly; :class:`~cnnvis_core.engine.Engine`, the
+documented facade, is a core with one method per analysis. The dashboard shares one core per
+model between all browser sessions, so every call that touches the model holds the lock for
+its duration and installs its hooks inside :func:`~cnnvis_core.hooks.tapped` blocks.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.transforms import v2
+
+from .errors import InputError, ModelError
+from .hooks import Action, Before, Tap, eval_mode
+from .layers import LayerInfo, find_layer, probe_layers
+from .normalization import IMAGENET_MEAN, IMAGENET_STD
+
+ImageLike = Image.Image | torch.Tensor | np.ndarray
+T = TypeVar("T")
+
+
+class Counters:
+    """Thread-safe tally of the model's forward and backward passes (tests and the UI read it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.forward = 0
+        self.backward = 0
+
+    def add(self, forward: int = 0, backward: int = 0) -> None:
+        with self._lock:
+            self.forward += forward
+            self.backward += backward
+
+    def snapshot(self) -> tuple[int, int]:
+        """``(forward, backward)`` as one consistent pair."""
+        with self._lock:
+            return self.forward, self.backward
+
+
+class ModelCache:
+    """What analyses compute once per model, kept as long as the core (thread-safe).
+
+    :meth:`get` returns the value under ``key``, building it with ``build()`` the first time.
+    The build runs outside the cache's own lock (it may take the model's session), so two
+    threads may both build; the first to finish wins and both get that value.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: dict[object, object] = {}
+
+    def get(self, key: object, build: Callable[[], T]) -> T:
+        with self._lock:
+            if key in self._items:
+                return self._items[key]  # type: ignore[return-value]
+        value = build()
+        with self._lock:
+            return self._items.setdefault(key, value)  # type: ignore[return-value]
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._items
+
+
+def default_device() -> torch.device:
+    """``cuda`` when a GPU is available, else ``cpu``."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_transform(input_size: tuple[int, int]) -> v2.Compose:
+    """Resize to ``input_size``, scale to [0, 1], normalise with ImageNet's mean and std."""
+    return v2.Compose([
+        v2.ToImage(), v2.Resize(list(input_size), antialias=True),
+        v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+class ModelCore:
+    """A classifier made ready for analysis (see the module docstring).
+
+    ``ModelCore(model, transform=None, categories=None, input_size=(224, 224), device=None)``:
+    ``transform`` maps an RGB PIL image to a normalised ``(3, H, W)`` tensor (default: resize
+    to ``input_size`` and ImageNet normalisation); ``categories`` names the classes
+    (default ``"class 0"``, ``"class 1"``…); ``device`` defaults to ``cuda`` when available.
+    The model is put in eval mode and its parameters are frozen. Its structure is taken as
+    fixed from here on: submodules are listed once, and the layer catalogue is cached.
+    """
+
+    def __init__(self, model: nn.Module, transform: Callable | None = None,
+                 categories: list[str] | None = None, input_size: tuple[int, int] = (224, 224),
+                 device: str | torch.device | None = None, name: str | None = None) -> None:
+        if not isinstance(model, nn.Module):
+            raise ModelError(f"Engine needs a torch.nn.Module, got {type(model).__name__}.")
+        self.device = torch.device(device) if device is not None else default_device()
+        self.model = model.eval().to(self.device)
+        for param in self.model.parameters():
+            param.requires_grad_(False)
+        #: number of parameters of the model
+        self.parameter_count = sum(param.numel() for param in self.model.parameters())
+        self.input_size = tuple(int(s) for s in input_size)
+        self.transform = transform or default_transform(self.input_size)
+        self.name = name or type(model).__name__
+        self.counters = Counters()
+        #: what analyses compute once per model (see :class:`ModelCache`)
+        self.cache = ModelCache()
+        self._lock = threading.RLock()
+        self._layers: list[LayerInfo] | None = None
+        self._categories = list(categories) if categories is not None else None
+        self._modules: dict[str, nn.Module] = dict(self.model.named_modules())
+        self._module_list = tuple(self._modules.values())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, device={self.device.type}, input_size={self.input_size})"
+
+    # ------------------------------------------------------------------ the model
+    @contextmanager
+    def session(self) -> Iterator[nn.Module]:
+        """Exclusive use of the model for one call: the lock held, every module in eval mode."""
+        with self._lock, eval_mode(self.model, self._module_list):
+            yield self.model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One counted forward pass of the model (call inside :meth:`session`)."""
+        self.counters.add(forward=1)
+        return self.model(x)
+
+    @torch.no_grad()
+    def logits(self, image: ImageLike) -> torch.Tensor:
+        """Pre-softmax scores of one image, a 1-D CPU tensor (one counted forward pass)."""
+        x = self.preprocess(image)
+        with self.session():
+            return self.forward(x)[0].float().cpu()
+
+    @property
+    def quick_passes(self) -> bool:
+        """Whether a few dozen extra passes take a moment: on a GPU, or a model under 5 M parameters
+        (the dashboard then runs optional analyses without being asked)."""
+        return self.device.type == "cuda" or self.parameter_count < 5_000_000
+
+    # ------------------------------------------------------------------ modules and layers
+    def module(self, name: str) -> nn.Module:
+        """The submodule called ``name`` (as in ``model.named_modules()``); ``KeyError`` if none."""
+        return self._modules[name]
+
+    def modules_of_type(self, kind: type) -> list[nn.Module]:
+        """The submodules that are instances of ``kind``, in registration order."""
+        return [module for module in self._module_list if isinstance(module, kind)]
+
+    def named_modules_of_type(self, kind: type | tuple[type, ...]) -> list[str]:
+        """Names of the submodules that are instances of ``kind``, in registration order."""
+        return [name for name, module in self._modules.items() if name and isinstance(module, kind)]
+
+    def layers(self) -> list[LayerInfo]:
+        """Every module that produces a tensor, in execution order (one probe forward, cached)."""
+        if self._layers is None:
+            with self.session():
+                x = torch.zeros(1, 3, *self.input_size, device=self.device)
+                self.counters.add(forward=1)
+                self._layers = probe_layers(self._modules, lambda: self.model(x))
+        return list(self._layers)
+
+    def layer(self, name: str) -> LayerInfo:
+        """The :class:`LayerInfo` of one layer; :class:`LayerError` with suggestions if unknown."""
+        return find_layer(self.layers(), name)
+
+    def tap(self, name: str, action: Action, *, every_call: bool = False, stop: bool = False,
+            before: Before | None = None) -> Tap:
+        """A :class:`~cnnvis_core.hooks.Tap` on layer ``name`` acting on its last call per forward
+        pass (the output the engine shows), unless ``every_call``; install it with
+        :func:`~cnnvis_core.hooks.tapped`. :class:`LayerError` if there is no such layer."""
+        info = self.layer(name)
+        return Tap(self._modules[name], action, info.calls, every_call, stop, before)
+
+    # ------------------------------------------------------------------ classes and inputs
+    @property
+    def categories(self) -> list[str]:
+        """Class names, one per output of the model."""
+        if self._categories is None:
+            with self.session(), torch.no_grad():
+                x = torch.zeros(1, 3, *self.input_size, device=self.device)
+                n = int(self.forward(x).shape[-1])
+            self._categories = [f"class {i}" for i in range(n)]
+        return self._categories
+
+    def preprocess(self, image: ImageLike) -> torch.Tensor:
+        """The ``(1, 3, H, W)`` tensor the model sees, on the core's device.
+
+        A PIL image (any mode; converted to RGB) or an ``H×W×3`` uint8 array goes through the
+        model's transform; a tensor ``(1, 3, H, W)`` or ``(3, H, W)`` is taken as already
+        preprocessed.
+        """
+        if isinstance(image, np.ndarray):
+            image = _array_to_pil(image)
+        if isinstance(image, Image.Image):
+            x = self.transform(image.convert("RGB"))
+        elif isinstance(image, torch.Tensor):
+            x = image
+        else:
+            raise InputError(f"Expected a PIL image, an H×W×3 array or a tensor, got {type(image).__name__}.")
+        return _as_batch_of_one(x).to(self.device, torch.float32)
+
+
+def _array_to_pil(array: np.ndarray) -> Image.Image:
+    if array.ndim == 3 and array.shape[2] == 3 and array.dtype == np.uint8:
+        return Image.fromarray(array)
+    raise InputError(f"An image array must be H×W×3 uint8, got shape {array.shape} and dtype {array.dtype}.")
+
+
+def _as_batch_of_one(x: torch.Tensor) -> torch.Tensor:
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
+        raise InputError(f"A preprocessed image must be a (1, 3, H, W) tensor, got {tuple(x.shape)}.")
+    if not x.is_floating_point():
+        raise InputError(f"A preprocessed image must be a float tensor, got {x.dtype}.")
+    return x
