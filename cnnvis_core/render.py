@@ -1,4 +1,4 @@
-"""Pictures from tensors: scaling, colormaps, grids of maps and heat-map overlays.
+"""Pictures from arrays: colormaps, heat-map overlays and PNG bytes.
 
 Colormaps are sampled from plotly's colour scales (a dependency of the dashboard already),
 so the PNGs the library writes use the same colours as the page's interactive heatmaps.
@@ -11,10 +11,8 @@ import io
 from functools import lru_cache
 
 import numpy as np
-import torch
 from PIL import Image
 from plotly import colors as plotly_colors
-from torchvision.utils import make_grid
 
 from .errors import InputError
 
@@ -50,43 +48,10 @@ def colormap_lut(name: str) -> np.ndarray:
     return np.clip(lut + 0.5, 0, 255).astype(np.uint8)
 
 
-def to_unit(values: np.ndarray | torch.Tensor, vmin: float | None = None, vmax: float | None = None,
-            symmetric: bool = False) -> np.ndarray:
-    """Scale to [0, 1]: ``(v - vmin) / (vmax - vmin)`` (min/max of the data by default).
-
-    ``symmetric=True`` uses ``[-m, m]`` with ``m = max|v|`` so that zero maps to 0.5 (for
-    diverging colormaps). A constant array maps to 0 (or 0.5 when symmetric).
-    """
-    v = values.detach().float().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values, np.float32)
-    if symmetric:
-        m = float(np.abs(v).max()) if v.size else 0.0
-        vmin, vmax = -m, m
-    lo = float(v.min()) if vmin is None else float(vmin)
-    hi = float(v.max()) if vmax is None else float(vmax)
-    if hi - lo <= 1e-12:
-        return np.full(v.shape, 0.5 if symmetric else 0.0, np.float32)
-    return np.clip((v - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
-
-
 def colorize(unit: np.ndarray, cmap: str = "viridis") -> np.ndarray:
     """Values in [0, 1] (any shape) → uint8 RGB (shape + (3,)) through the colormap's table."""
     index = np.clip(np.asarray(unit) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return colormap_lut(cmap)[index]
-
-
-def tile_grid(maps: torch.Tensor, ncols: int | None = None, padding: int = 2,
-              pad_value: float = 0.5) -> np.ndarray:
-    """Maps ``(N, H, W)`` with values in [0, 1] → one 2-D float array with the maps as tiles.
-
-    Row-major order, ``ncols`` tiles per row (⌈√N⌉ by default), ``padding`` pixels of
-    ``pad_value`` between tiles (torchvision's ``make_grid``).
-    """
-    if maps.dim() != 3:
-        raise InputError(f"tile_grid needs maps of shape (N, H, W), got {tuple(maps.shape)}.")
-    n = maps.shape[0]
-    ncols = ncols or int(np.ceil(np.sqrt(n)))
-    grid = make_grid(maps.unsqueeze(1).float(), nrow=ncols, padding=padding, pad_value=pad_value)
-    return grid[0].numpy()
 
 
 def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.5, cmap: str = "jet") -> Image.Image:

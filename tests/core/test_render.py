@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from cnnvis_core import InputError
-from cnnvis_core.render import COLORMAPS, colorize, colormap_lut, overlay, tile_grid, to_png_bytes, to_unit
+from cnnvis_core.render import COLORMAPS, colorize, colormap_lut, overlay, to_png_bytes
 
 
 @pytest.mark.parametrize("name", COLORMAPS)
@@ -29,28 +28,9 @@ def test_unknown_colormap_is_our_error():
         colormap_lut("no-such-map")
 
 
-def test_to_unit_min_max_and_symmetric():
-    v = np.array([-2.0, 0.0, 6.0])
-    assert np.allclose(to_unit(v), [0.0, 0.25, 1.0])
-    assert np.allclose(to_unit(v, symmetric=True), [1 / 3, 0.5, 1.0])
-    assert np.allclose(to_unit(torch.tensor([3.0, 3.0])), [0.0, 0.0])
-    assert np.allclose(to_unit(v, vmin=0, vmax=4), [0.0, 0.0, 1.0])
-
-
 def test_colorize_maps_through_the_table():
     out = colorize(np.array([[0.0, 1.0]]), "gray")
     assert out.shape == (1, 2, 3) and out[0, 0].tolist() == [0, 0, 0] and out[0, 1].tolist() == [255] * 3
-
-
-def test_tile_grid_places_each_map_in_row_major_order():
-    maps = torch.stack([torch.full((4, 5), i / 10) for i in range(7)])
-    grid = tile_grid(maps, ncols=3, padding=1, pad_value=1.0)
-    assert grid.shape == (3 * 5 + 1, 3 * 6 + 1)
-    for i in range(7):
-        r, c = divmod(i, 3)
-        tile = grid[1 + r * 5: 1 + r * 5 + 4, 1 + c * 6: 1 + c * 6 + 5]
-        assert np.allclose(tile, i / 10)
-    assert np.allclose(grid[0], 1.0)  # padding row
 
 
 def test_overlay_blends_with_the_given_opacity():
