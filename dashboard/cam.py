@@ -1,12 +1,16 @@
-"""Glue of the class-activation-map page: cached model calls, pictures and the curves' chart.
+"""Cached calls and figures of the class-activation-map page (``pages/cam.py``).
 
-Every model call is cached with ``st.cache_data`` under plain keys (model choice, image key,
-method, layer, target, options), so moving the opacity slider or changing the colormap only
-recomposes pictures from cached maps (:func:`overlay_png`), never runs the model. The
-Score-CAM family (one pass per channel and sample) is kept in a store shared by the sessions
-instead, so that its computation can show a progress bar. The five
-methods that share one forward and one backward pass (CAM, Grad-CAM, Grad-CAM++, XGrad-CAM,
-Layer-CAM) are computed together the first time any of them is asked for.
+Every model call is cached with ``st.cache_data``, keyed by the engine and the image (hashed by
+their keys, :data:`~dashboard.state.HASH_FUNCS`) and the method, layer, target and options, so
+moving the opacity slider or changing the colormap only recomposes pictures from cached maps
+(:func:`overlay_png`), never runs the model. The Score-CAM family (one pass per channel and sample)
+is kept in a store shared by the sessions instead, so that its computation can show a progress bar
+(with a Stop button: this store's spinner). The five methods that share one forward and one
+backward pass (CAM, Grad-CAM, Grad-CAM++, XGrad-CAM, Layer-CAM) are computed together the first
+time any of them is asked for. The page's third tab has the gradient maps (vanilla gradient,
+deconvnet, guided backprop, guided Grad-CAM) and the deconvnet projection of one channel (Zeiler &
+Fergus), cached the same way, so switching the display or going back to a method already seen
+never runs the model again.
 """
 
 from __future__ import annotations
@@ -25,10 +29,12 @@ import streamlit as st
 from PIL import Image
 
 from cnnvis_core import CnnvisError, Engine
+from cnnvis_core.backprop import Saliency
 from cnnvis_core.cam import SHARED, TITLES, CamResult, Faithfulness
-from cnnvis_core.render import overlay, to_png_bytes
+from cnnvis_core.deconv import Reconstruction
+from cnnvis_core.render import colorize, overlay, to_png_bytes
 
-from .state import ChosenImage, model_key
+from .state import HASH_FUNCS, ChosenImage, engine_key
 
 #: samples per channel (SS-CAM, IS-CAM) or noisy copies (Smooth Grad-CAM++) the papers use
 PAPER_SAMPLES = {"sscam": 35, "iscam": 10, "smoothgradcam++": 8}
@@ -40,45 +46,42 @@ CONFIRM_PASSES = 4096
 STOPPED = "cam_stopped"
 
 
-def _layer_key(layer: str | None) -> str:
-    return layer or ""
+@st.cache_data(max_entries=64, show_spinner="Computing CAM, Grad-CAM, Grad-CAM++, XGrad-CAM and Layer-CAM…",
+               hash_funcs=HASH_FUNCS)
+def _shared(engine: Engine, chosen: ChosenImage, layer: str | None, target: int | None) -> dict[str, CamResult]:
+    return engine.cams(chosen.image, None, layer, target)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def _top(_engine: Engine, engine_key: str, _image, image_key: str, k: int) -> list[tuple[int, str, float]]:
-    return [tuple(p) for p in _engine.predict(_image, k=k)]
-
-
-def top_classes(engine: Engine, chosen: ChosenImage, k: int = 5) -> list[tuple[int, str, float]]:
-    """The top-``k`` ``(index, label, probability)`` of the chosen image (cached)."""
-    return _top(engine, model_key(), chosen.image, chosen.key, k)
-
-
-@st.cache_data(max_entries=64, show_spinner="Computing CAM, Grad-CAM, Grad-CAM++, XGrad-CAM and Layer-CAM…")
-def _shared(_engine: Engine, engine_key: str, _image, image_key: str, layer: str, target: int | None
-            ) -> dict[str, CamResult]:
-    return _engine.cams(_image, None, layer or None, target)
-
-
-@st.cache_data(max_entries=64, show_spinner="Computing the class activation map…")
-def _single(_engine: Engine, engine_key: str, _image, image_key: str, method: str, layer: str,
-            target: int | None, options: tuple) -> CamResult | CnnvisError:
+@st.cache_data(max_entries=64, show_spinner="Computing the class activation map…", hash_funcs=HASH_FUNCS)
+def _single(engine: Engine, chosen: ChosenImage, method: str, layer: str | None, target: int | None,
+            options: tuple) -> CamResult | CnnvisError:
     # A refusal is cached too, so redrawing a page that shows it never runs the model again.
     try:
-        return _engine.cam(_image, method, layer or None, target, **dict(options))
+        return engine.cam(chosen.image, method, layer, target, **dict(options))
     except CnnvisError as error:
         return error
 
 
 def cam_result(engine: Engine, chosen: ChosenImage, method: str, layer: str | None, target: int | None,
-               options: tuple = (), stoppable: bool = True) -> CamResult:
+               options: tuple = (), stoppable: bool = True, show_progress: bool = True) -> CamResult:
     """The map of ``method`` (cached; the shared-pass methods come as one bundle).
 
     ``stoppable=False`` inside an ``st.fragment``: Streamlit queues the reruns a fragment's own
     widgets ask for until the running script ends, so a Stop button there could stop nothing.
+    ``show_progress=False`` inside a cached function, which may not draw a progress bar.
     """
-    return _cam(engine, model_key(), chosen.image, chosen.key, method, _layer_key(layer), target, options,
-                stoppable=stoppable)
+    if method in SHARED:
+        bundle = _shared(engine, chosen, layer, target)
+        if method in bundle:
+            return bundle[method]
+    if method in MASKED:
+        key = MaskedKey.of(engine, chosen, method, layer, target, options)
+        found = _masked(engine, key, chosen.image, show_progress, stoppable)
+    else:
+        found = _single(engine, chosen, method, layer, target, options)
+    if isinstance(found, CnnvisError):
+        raise found
+    return found
 
 
 def fits_in_row(engine: Engine, chosen: ChosenImage, method: str, layer: str | None, target: int | None) -> bool:
@@ -87,7 +90,7 @@ def fits_in_row(engine: Engine, chosen: ChosenImage, method: str, layer: str | N
     make (at most :data:`CONFIRM_PASSES` passes on a GPU or a small model)."""
     if method not in MASKED:
         return True
-    key = MaskedKey(model_key(), chosen.key, method, _layer_key(layer), target, ())
+    key = MaskedKey.of(engine, chosen, method, layer, target, ())
     quick = masked_passes(engine, method, layer, None) <= CONFIRM_PASSES and engine.quick_passes
     return quick or _masked_store().get(key) is not None
 
@@ -102,25 +105,15 @@ class MaskedKey(NamedTuple):
     target: int | None
     options: tuple
 
+    @classmethod
+    def of(cls, engine: Engine, chosen: ChosenImage, method: str, layer: str | None, target: int | None,
+           options: tuple) -> MaskedKey:
+        """The key of ``method``'s map of the chosen image."""
+        return cls(engine_key(engine), chosen.key, method, layer or "", target, options)
+
     def text(self) -> str:
         """The key as a widget-key suffix."""
         return "_".join(map(str, self))
-
-
-def _cam(engine: Engine, engine_key: str, image, image_key: str, method: str, layer: str, target: int | None,
-         options: tuple, show_progress: bool = True, stoppable: bool = True) -> CamResult:
-    if method in SHARED:
-        bundle = _shared(engine, engine_key, image, image_key, layer, target)
-        if method in bundle:
-            return bundle[method]
-    if method in MASKED:
-        key = MaskedKey(engine_key, image_key, method, layer, target, options)
-        found = _masked(engine, key, image, show_progress, stoppable)
-    else:
-        found = _single(engine, engine_key, image, image_key, method, layer, target, options)
-    if isinstance(found, CnnvisError):
-        raise found
-    return found
 
 
 class _Store:
@@ -150,7 +143,7 @@ def _masked_store() -> _Store:
 
 
 class Stopped(Exception):
-    """The user stopped this masked map while it ran; nothing of it was kept (:func:`resume_button`)."""
+    """The user stopped this masked map while it ran; nothing of it was kept (:func:`resume` starts it again)."""
 
     def __init__(self, key: MaskedKey) -> None:
         super().__init__(f"{TITLES[key.method]}: stopped")
@@ -164,11 +157,9 @@ def _stop(key: MaskedKey) -> None:
     st.session_state.setdefault(STOPPED, set()).add(key)
 
 
-def resume_button(stopped: Stopped, where: str) -> None:
-    """Say that the map was stopped, with a button that computes it again."""
-    st.info(f"{stopped} before its map was complete; nothing of it was kept.")
-    st.button("Compute it again", key=f"cam_resume_{where}_{stopped.key.text()}",
-              on_click=lambda: st.session_state.get(STOPPED, set()).discard(stopped.key))
+def resume(key: MaskedKey) -> None:
+    """Forget that the user stopped this map: the next run computes it again."""
+    st.session_state.get(STOPPED, set()).discard(key)
 
 
 def _masked(engine: Engine, key: MaskedKey, image, show_progress: bool, stoppable: bool) -> CamResult | CnnvisError:
@@ -226,28 +217,18 @@ def _progress_bar(slot, key: MaskedKey, stoppable: bool) -> Callable[[int, int],
     return progress
 
 
-@st.cache_data(max_entries=64, show_spinner="Deleting and inserting pixels…")
-def _faithfulness(_engine: Engine, engine_key: str, _image, image_key: str, method: str, layer: str,
-                  target: int | None, options: tuple, steps: int) -> Faithfulness:
-    result = _cam(_engine, engine_key, _image, image_key, method, layer, target, options, show_progress=False)
-    return _engine.faithfulness(_image, result.map, result.target, steps)
-
-
+@st.cache_data(max_entries=64, show_spinner="Deleting and inserting pixels…", hash_funcs=HASH_FUNCS)
 def faithfulness(engine: Engine, chosen: ChosenImage, method: str, layer: str | None, target: int | None,
-                 options: tuple = (), steps: int = 32) -> Faithfulness:
+                 options: tuple, steps: int = 32) -> Faithfulness:
     """Deletion and insertion curves of the current map (cached)."""
-    return _faithfulness(engine, model_key(), chosen.image, chosen.key, method, _layer_key(layer), target,
-                         options, steps)
+    result = cam_result(engine, chosen, method, layer, target, options, show_progress=False)
+    return engine.faithfulness(chosen.image, result.map, result.target, steps)
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def _view(_engine: Engine, engine_key: str, _image, image_key: str) -> Image.Image:
-    return _engine.model_view(_image)
-
-
+@st.cache_data(max_entries=32, show_spinner=False, hash_funcs=HASH_FUNCS)
 def model_view(engine: Engine, chosen: ChosenImage) -> Image.Image:
     """The picture of the tensor the model sees (maps are aligned with it)."""
-    return _view(engine, model_key(), chosen.image, chosen.key)
+    return engine.model_view(chosen.image)
 
 
 def overlay_png(view: Image.Image, result: CamResult, alpha: float, cmap: str) -> bytes:
@@ -273,8 +254,8 @@ def curves_figure(result: Faithfulness, title: str) -> go.Figure:
     """Deletion and insertion curves with their AUCs in the legend."""
     x = result.fractions * 100
     figure = go.Figure([
-        go.Scatter(x=x, y=result.deletion, mode="lines", name=f"deletion · AUC {result.deletion_auc:.3f} (lower is better)",
-                   line=dict(color="#e45756")),
+        go.Scatter(x=x, y=result.deletion, mode="lines",
+                   name=f"deletion · AUC {result.deletion_auc:.3f} (lower is better)", line=dict(color="#e45756")),
         go.Scatter(x=x, y=result.insertion, mode="lines", name=f"insertion · AUC {result.insertion_auc:.3f} "
                    "(higher is better)", line=dict(color="#4c78a8")),
     ])
@@ -282,3 +263,33 @@ def curves_figure(result: Faithfulness, title: str) -> go.Figure:
                          yaxis_title="class probability", yaxis=dict(range=[0, 1.02]), height=360,
                          margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
     return figure
+
+
+# ---------------------------------------------------------------------------- gradients and deconvnet
+@st.cache_data(max_entries=128, show_spinner="Backpropagating…", hash_funcs=HASH_FUNCS)
+def saliency(engine: Engine, chosen: ChosenImage, method: str, target: int | None) -> Saliency:
+    """The saliency result of ``method`` for the chosen image (cached)."""
+    return engine.saliency(chosen.image, method, target)
+
+
+@st.cache_data(max_entries=128, show_spinner=False, hash_funcs=HASH_FUNCS)
+def saliency_png(engine: Engine, chosen: ChosenImage, method: str, target: int | None, view: str,
+                 cmap: str) -> bytes:
+    """The saliency map as a PNG: magnitude through ``cmap``, or the signed gradient as RGB."""
+    result = saliency(engine, chosen, method, target)
+    return to_png_bytes(result.rgb() if view == "signed" else colorize(result.map, cmap))
+
+
+@st.cache_data(max_entries=64, show_spinner="Projecting the channel to pixels…", hash_funcs=HASH_FUNCS)
+def reconstruction(engine: Engine, chosen: ChosenImage, layer: str, channel: int, top_only: bool
+                   ) -> tuple[Reconstruction, bytes, bytes]:
+    """``(result, RGB PNG, magnitude PNG)`` of the deconvnet projection (cached)."""
+    result = engine.reconstruct(chosen.image, layer, channel, top_only)
+    return result, to_png_bytes(result.rgb()), to_png_bytes(colorize(result.map, "inferno"))
+
+
+@st.cache_data(max_entries=64, show_spinner=False, hash_funcs=HASH_FUNCS)
+def strongest_channels(engine: Engine, chosen: ChosenImage, layer: str) -> tuple[int, ...]:
+    """The five channels of ``layer`` with the highest maximum activation on the image (cached)."""
+    maps = engine.feature_maps(chosen.image, [layer])[layer]
+    return tuple(int(c) for c in maps.flatten(1).amax(1).argsort(descending=True)[:5])

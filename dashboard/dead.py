@@ -1,13 +1,16 @@
-"""Glue of the dead-channel page: image sets as lazy streams, cached peaks and checks.
+"""Cached calls and figures of the dead-channel page (``pages/dead.py``): image sets as lazy
+streams, cached peaks and checks.
 
 The expensive pass (each channel's peak ``max |activation|`` over the image set) does not
 depend on epsilon, so it is cached per (model, image set) and any epsilon is applied to it
-without running the model; the pruning check is cached per (model, image set, dead set).
+without running the model; the pruning check is cached per (model, image set, dead set). The
+caches hash the engine, the image set and the dead set by their keys (:data:`HASH_FUNCS`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -17,47 +20,52 @@ from cnnvis_core import Engine
 from cnnvis_core.demo import sample
 from cnnvis_core.pruning import ChannelPeaks, DeadChannels, PruningCheck
 
-from .state import SAMPLE_SEED_START, decode_upload, model_key
+from . import state
+from .state import SAMPLE_SEED_START, decode_upload
 
-ImageStream = Callable[[], Iterator[Image.Image]]
+
+@dataclass(frozen=True)
+class ImageSet:
+    """A set of images: the key the caches know it by, and a stream that yields its images afresh
+    (lazily) at each call."""
+
+    key: str
+    stream: Callable[[], Iterator[Image.Image]]
 
 
-def demo_stream(count: int) -> tuple[str, ImageStream]:
-    """``(key, stream)`` of the first ``count`` dashboard samples, generated lazily."""
+#: the engine and the image set by their keys, a dead set by its channels (not its ε: the same
+#: channels at another ε are the same check)
+HASH_FUNCS = {**state.HASH_FUNCS, ImageSet: lambda images: images.key,
+              DeadChannels: lambda dead: sorted(dead.as_dict().items())}
+
+
+def demo_images(count: int) -> ImageSet:
+    """The first ``count`` dashboard samples, generated lazily."""
     def stream() -> Iterator[Image.Image]:
         return (sample(SAMPLE_SEED_START + i)[0] for i in range(count))
-    return f"demo:{count}", stream
+    return ImageSet(f"demo:{count}", stream)
 
 
-def upload_stream(files: list) -> tuple[str, ImageStream]:
-    """``(key, stream)`` of uploaded files, decoded lazily (InputError names a bad one)."""
+def uploaded_images(files: list) -> ImageSet:
+    """Uploaded files, decoded lazily (InputError names a bad one)."""
     pairs = [(f.file_id, f.getvalue()) for f in files]
 
     def stream() -> Iterator[Image.Image]:
         return (decode_upload(file_id, data)[0] for file_id, data in pairs)
-    return "uploads:" + ",".join(file_id for file_id, _ in pairs), stream
+    return ImageSet("uploads:" + ",".join(file_id for file_id, _ in pairs), stream)
 
 
-@st.cache_data(max_entries=16, show_spinner="Running the images through the model…")
-def _peaks(_engine: Engine, engine_key: str, images_key: str, _stream: ImageStream) -> ChannelPeaks:
-    return _engine.channel_peaks(_stream(), batch_size=16)
-
-
-def channel_peaks(engine: Engine, images_key: str, stream: ImageStream) -> ChannelPeaks:
+@st.cache_data(max_entries=16, show_spinner="Running the images through the model…", hash_funcs=HASH_FUNCS)
+def channel_peaks(engine: Engine, images: ImageSet) -> ChannelPeaks:
     """Each examined channel's peak over the image set (conv and ReLU layers)."""
-    return _peaks(engine, model_key(), images_key, stream)
+    return engine.channel_peaks(images.stream(), batch_size=16)
 
 
-@st.cache_data(max_entries=32, show_spinner="Checking: the same images with those channels masked…")
-def _check(_engine: Engine, engine_key: str, images_key: str, dead: tuple[tuple[str, tuple[int, ...]], ...],
-           _stream: ImageStream) -> PruningCheck:
-    return _engine.verify_pruning(_stream(), dict(dead), batch_size=16)
-
-
-def pruning_check(engine: Engine, images_key: str, stream: ImageStream, dead: DeadChannels) -> PruningCheck:
+@st.cache_data(max_entries=32, show_spinner="Checking: the same images with those channels masked…",
+               hash_funcs=HASH_FUNCS)
+def pruning_check(engine: Engine, images: ImageSet, dead: DeadChannels) -> PruningCheck:
     """What zeroing the dead channels does to the logits of the image set."""
-    spec = tuple(sorted(dead.as_dict().items()))
-    return _check(engine, model_key(), images_key, spec, stream)
+    return engine.verify_pruning(images.stream(), dead, batch_size=16)
 
 
 def of_kinds(dead: DeadChannels, kinds: list[str]) -> DeadChannels:

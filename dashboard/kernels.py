@@ -1,7 +1,9 @@
-"""Glue of the kernel viewer: cached conv weights, kernel pictures and their charts.
+"""Cached calls and figures of the kernel viewer (``pages/kernels.py``): conv weights, kernel
+pictures and their charts.
 
-Reading weights runs no forward pass; the weight of a layer is kept per (model, layer) in
-``st.cache_resource`` and every picture in ``st.cache_data`` under string keys.
+Reading weights runs no forward pass; the weight of a layer is kept per (engine, layer) in
+``st.cache_resource`` and every picture in ``st.cache_data``, the engine hashed by its key
+(:data:`~dashboard.state.HASH_FUNCS`).
 """
 
 from __future__ import annotations
@@ -15,60 +17,39 @@ from cnnvis_core import Engine
 from cnnvis_core import kernels as kx
 from cnnvis_core.sheets import sheet_png
 
-from .state import model_key
+from .state import HASH_FUNCS
 
 
-@st.cache_resource(max_entries=16, ttl=3600, show_spinner=False)
-def _weight(_engine: Engine, engine_key: str, layer: str) -> torch.Tensor:
-    return _engine.kernels(layer)
-
-
+@st.cache_resource(max_entries=16, ttl=3600, show_spinner=False, hash_funcs=HASH_FUNCS)
 def weight(engine: Engine, layer: str) -> torch.Tensor:
     """The conv weight ``(out, in, kh, kw)`` of ``layer`` (cached; LayerError if not a conv)."""
-    return _weight(engine, model_key(), layer)
+    return engine.kernels(layer)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def _conv_shapes(_engine: Engine, engine_key: str) -> dict[str, tuple[int, ...]]:
-    return {name: tuple(_engine.kernels(name).shape) for name in _engine.conv_layers()}
-
-
+@st.cache_data(max_entries=16, show_spinner=False, hash_funcs=HASH_FUNCS)
 def conv_shapes(engine: Engine) -> dict[str, tuple[int, ...]]:
     """``{conv name: weight shape}`` for every 2-D convolution of the model."""
-    return _conv_shapes(engine, model_key())
+    return {name: tuple(engine.kernels(name).shape) for name in engine.conv_layers()}
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def _rgb_png(_engine, engine_key: str, layer: str, scaling: str) -> bytes:
-    return sheet_png(kx.rgb_kernels(_weight(_engine, engine_key, layer), scaling))
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def _slices_png(_engine, engine_key: str, layer: str, out_channel: int, scaling: str, cmap: str) -> bytes:
-    return sheet_png(kx.filter_slices(_weight(_engine, engine_key, layer), out_channel, scaling, cmap))
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def _page(_engine, engine_key: str, layer: str, page: int, per_page: int, scaling: str, cmap: str
-          ) -> tuple[bytes, kx.KernelPage]:
-    shown = kx.kernel_page(_weight(_engine, engine_key, layer), page, per_page, scaling, cmap)
-    return sheet_png(shown.image), shown
-
-
+@st.cache_data(max_entries=64, show_spinner=False, hash_funcs=HASH_FUNCS)
 def rgb_png(engine: Engine, layer: str, scaling: str) -> bytes:
     """Every filter of a 3-input-channel conv as an RGB tile, one PNG."""
-    return _rgb_png(engine, model_key(), layer, scaling)
+    return sheet_png(kx.rgb_kernels(weight(engine, layer), scaling))
 
 
+@st.cache_data(max_entries=64, show_spinner=False, hash_funcs=HASH_FUNCS)
 def slices_png(engine: Engine, layer: str, out_channel: int, scaling: str, cmap: str) -> bytes:
     """The per-input-channel slices of one filter, one PNG."""
-    return _slices_png(engine, model_key(), layer, out_channel, scaling, cmap)
+    return sheet_png(kx.filter_slices(weight(engine, layer), out_channel, scaling, cmap))
 
 
+@st.cache_data(max_entries=64, show_spinner=False, hash_funcs=HASH_FUNCS)
 def kernel_page(engine: Engine, layer: str, page: int, per_page: int, scaling: str, cmap: str
                 ) -> tuple[bytes, kx.KernelPage]:
     """One page of every (out, in) kernel as a PNG, with where it sits."""
-    return _page(engine, model_key(), layer, page, per_page, scaling, cmap)
+    shown = kx.kernel_page(weight(engine, layer), page, per_page, scaling, cmap)
+    return sheet_png(shown.image), shown
 
 
 def histogram_figure(engine: Engine, layer: str) -> go.Figure:

@@ -1,15 +1,20 @@
 """What every page shares: the chosen model (a cached, resident engine) and the chosen image.
 
 The sidebar widgets live in ``app.py`` (the navigation frame), so their state survives page
-changes; pages call :func:`current_engine` and :func:`current_image` to read the choice.
-Engines are built once per model choice with ``st.cache_resource`` and shared by all
-sessions (the engine is thread-safe); per-user choices stay in ``st.session_state``.
+changes; it stores the choice with :func:`choose`, and pages read it with :func:`current_engine`
+and :func:`current_image` (or :func:`require_engine_and_image`). Engines are built once per model
+choice with ``st.cache_resource`` and shared by all sessions (the engine is thread-safe); per-user
+choices stay in ``st.session_state``.
+
+The pages' caches take the engine and the chosen image themselves: ``hash_funcs=HASH_FUNCS`` hashes
+them by their keys (:func:`engine_key`, :attr:`ChosenImage.key`), never by their contents.
 """
 
 from __future__ import annotations
 
 import hashlib
 import runpy
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +22,8 @@ import streamlit as st
 from PIL import Image
 
 from cnnvis_core import CnnvisError, Engine, load_image_with_notes
-from cnnvis_core.demo import HELD_OUT_SEED_START, CLASSES, sample
+from cnnvis_core.demo import CLASSES, HELD_OUT_SEED_START, sample
+from cnnvis_core.zoo import list_architectures
 
 #: the navigation frame every page runs in
 APP = Path(__file__).resolve().parents[1] / "app.py"
@@ -45,13 +51,20 @@ class ModelChoice:
         return f"{self.arch} ({'pretrained' if self.weights else 'random weights'})"
 
 
+#: each engine built by :func:`_build_engine` → ``repr`` of its model choice (its caches' key)
+_ENGINE_KEYS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
+
+
 @st.cache_resource(max_entries=4, show_spinner="Loading the model…")
 def _build_engine(choice: ModelChoice, _file_bytes: bytes | None = None) -> Engine:
     if choice.source == "demo":
-        return Engine.demo()
-    if choice.source == "file":
-        return Engine.from_torchvision(choice.arch, weights=_file_bytes)
-    return Engine.from_torchvision(choice.arch, weights=choice.weights)
+        engine = Engine.demo()
+    elif choice.source == "file":
+        engine = Engine.from_torchvision(choice.arch, weights=_file_bytes)
+    else:
+        engine = Engine.from_torchvision(choice.arch, weights=choice.weights)
+    _ENGINE_KEYS[engine] = repr(choice)
+    return engine
 
 
 def engine_for(choice: ModelChoice, file_bytes: bytes | None = None) -> Engine:
@@ -59,18 +72,26 @@ def engine_for(choice: ModelChoice, file_bytes: bytes | None = None) -> Engine:
     return _build_engine(choice, file_bytes)
 
 
+def engine_key(engine: Engine) -> str:
+    """What the caches know ``engine`` by: its model choice, or its name and id for an engine
+    built elsewhere (a test's)."""
+    return _ENGINE_KEYS.get(engine) or f"{engine.name}@{id(engine)}"
+
+
+@st.cache_data(show_spinner=False)
+def architectures() -> list[str]:
+    """The torchvision architectures the sidebar offers."""
+    return list_architectures()
+
+
 def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _decode(upload_id: str, _data: bytes) -> tuple[Image.Image, list[str]]:
-    return load_image_with_notes(_data)
-
-
-def decode_upload(upload_id: str, data: bytes) -> tuple[Image.Image, list[str]]:
+def decode_upload(upload_id: str, _data: bytes) -> tuple[Image.Image, list[str]]:
     """Decode an uploaded file once per upload (raises :class:`cnnvis_core.InputError`)."""
-    return _decode(upload_id, data)
+    return load_image_with_notes(_data)
 
 
 def sample_label(index: int) -> str:
@@ -92,6 +113,18 @@ class ChosenImage:
     key: str
     name: str
     notes: tuple[str, ...] = ()
+
+
+#: ``hash_funcs`` of every cache that takes the engine or the chosen image. Streamlit matches these
+#: by the argument's exact type (``module.qualname``), not by ``isinstance``: a subclass of either
+#: needs its own entry.
+HASH_FUNCS = {Engine: engine_key, ChosenImage: lambda chosen: chosen.key}
+
+
+def choose(engine: Engine | None, image: ChosenImage | None) -> None:
+    """Store the sidebar's choice (None: nothing usable) for the page this run shows."""
+    st.session_state["_engine"] = engine
+    st.session_state["_image"] = image
 
 
 def current_engine() -> Engine | None:
@@ -137,11 +170,6 @@ def require_engine_and_image() -> tuple[Engine, ChosenImage]:
         st.info("Choose a model and an image in the sidebar.")
         st.stop()
     return engine, chosen
-
-
-def model_key() -> str:
-    choice: ModelChoice | None = st.session_state.get("_model_choice")
-    return repr(choice)
 
 
 def show_error(error: CnnvisError) -> None:

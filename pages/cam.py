@@ -3,16 +3,22 @@
 import streamlit as st
 
 from cnnvis_core import CnnvisError
+from cnnvis_core.backprop import METHODS as SALIENCY_METHODS
 from cnnvis_core.cam import METHODS, TITLES
 from cnnvis_core.render import COLORMAPS
 from dashboard import cam as glue
-from dashboard.saliency_panel import saliency_panel
+from dashboard.predictions import top_classes
 from dashboard.state import require_engine_and_image, require_frame, show_error
 
 require_frame()  # a page URL opened first on a fresh server: run it in app.py's frame
 
 ANOTHER = -1
 COMPARE_DEFAULT = ["cam", "gradcam", "gradcam++", "layercam"]
+LABELS = {"gradient": "Gradient (Simonyan et al.)", "deconvnet": "Deconvnet (Zeiler & Fergus)",
+          "guided": "Guided backprop (Springenberg et al.)", "guided_gradcam": "Guided Grad-CAM (Selvaraju et al.)"}
+DEFAULT_METHODS = ["gradient", "guided", "guided_gradcam"]
+VIEWS = {"magnitude": "magnitude, max over colours", "signed": "signed gradient as RGB (0 = grey)"}
+RECONSTRUCT_KINDS = ("Conv2d", "ReLU")
 
 
 def _keep_valid(key: str, options: list, fallback) -> None:
@@ -23,7 +29,7 @@ def _keep_valid(key: str, options: list, fallback) -> None:
 
 def choose_target(engine, chosen) -> int:
     """Top-5 classes to click, or any class found by name."""
-    top = glue.top_classes(engine, chosen, 5)
+    top = top_classes(engine, chosen, 5)
     options = list(range(len(top))) + [ANOTHER]
     _keep_valid("cam_target", options, 0)
     labels = {i: f"{label} · {p:.0%}" for i, (_, label, p) in enumerate(top)} | {ANOTHER: "another class…"}
@@ -115,9 +121,101 @@ def compare(engine, chosen, view, layer, target: int, alpha: float, cmap: str) -
                 show_error(error)
                 continue
             except glue.Stopped as stopped:
-                glue.resume_button(stopped, "compare")
+                resume_button(stopped, "compare")
                 continue
             st.image(glue.overlay_png(view, result, alpha, cmap), width="stretch", caption=TITLES[name])
+
+
+def resume_button(stopped: glue.Stopped, where: str) -> None:
+    """Say that the map was stopped, with a button that computes it again."""
+    st.info(f"{stopped} before its map was complete; nothing of it was kept.")
+    st.button("Compute it again", key=f"cam_resume_{where}_{stopped.key.text()}", on_click=glue.resume,
+              args=(stopped.key,))
+
+
+def saliency_panel(engine, chosen, target: int | None) -> None:
+    """Saliency maps for class ``target`` (top-1 when None), then the deconvnet reconstruction.
+
+    On a large model on the CPU nothing runs until the user asks (a page's tabs all execute)."""
+    st.subheader("Gradients: saliency, deconvnet, guided backpropagation")
+    if not st.toggle("Compute the gradient maps (one forward and one backward pass each)", value=engine.quick_passes,
+                     key="saliency_on"):
+        return
+    pick, view_col, cmap_col = st.columns([3, 2, 1])
+    methods = pick.multiselect("Methods", list(SALIENCY_METHODS), default=DEFAULT_METHODS, format_func=LABELS.get,
+                               key="saliency_methods")
+    view = view_col.radio("Show", list(VIEWS), format_func=VIEWS.get, key="saliency_view", horizontal=True)
+    cmap = cmap_col.selectbox("Colormap", ("gray", "inferno", "viridis", "jet"), key="saliency_cmap",
+                              disabled=view == "signed")
+    if methods:
+        _saliency_row(engine, chosen, methods, target, view, cmap)
+    st.caption("∂(class logit)/∂(input pixels) at the model's input resolution; the methods differ only in "
+               "how the gradient passes each ReLU backwards (vanilla: where the input was > 0; deconvnet: where "
+               "the gradient is > 0; guided: both). Guided Grad-CAM multiplies guided backprop by Grad-CAM.")
+    st.divider()
+    reconstruction_section(engine, chosen)
+
+
+def _saliency_row(engine, chosen, methods: list[str], target: int | None, view: str,
+                  cmap: str) -> None:
+    for column, method in zip(st.columns(len(methods)), methods):
+        with column:
+            try:
+                result = glue.saliency(engine, chosen, method, target)
+                png = glue.saliency_png(engine, chosen, method, target, view, cmap)
+            except CnnvisError as error:
+                show_error(error)
+                continue
+            label = engine.categories[result.target] if result.target < len(engine.categories) else result.target
+            st.image(png, width="stretch", caption=f"{LABELS[method]} · class {label} (logit {result.score:.3g})")
+            for note in result.notes:
+                st.caption(note)
+
+
+def _set_channel(channel: int) -> None:
+    st.session_state["deconv_channel"] = channel
+
+
+def reconstruction_section(engine, chosen) -> None:
+    """Layer, channel and top-only choice; the projection as RGB and as magnitude."""
+    st.subheader("Deconvnet: one channel projected back to pixels")
+    layers = [info for info in engine.layers() if info.is_spatial]
+    choices = [info for info in layers if info.kind in RECONSTRUCT_KINDS] or layers
+    if not choices:
+        st.info("This model has no layer with feature maps to project.")
+        return
+    names = [info.name for info in choices]
+    relus = [i for i, info in enumerate(choices) if info.kind == "ReLU"]
+    left, mid, right = st.columns([3, 1, 2])
+    name = left.selectbox("Layer", names, index=relus[-1] if relus else len(names) - 1,
+                          format_func=lambda n: choices[names.index(n)].label, key="deconv_layer")
+    info = choices[names.index(name)]
+    if not 0 <= st.session_state.get("deconv_channel", 0) < info.channels:
+        st.session_state["deconv_channel"] = 0
+    try:
+        best = glue.strongest_channels(engine, chosen, name)
+    except CnnvisError as error:
+        show_error(error)
+        return
+    channel = int(mid.number_input("Channel", 0, info.channels - 1, key="deconv_channel"))
+    mid.button("Strongest", on_click=_set_channel, args=(best[0],), key="deconv_strongest",
+               help=f"Channels with the highest activation here: {', '.join(map(str, best))}")
+    top_only = right.toggle("Only the strongest position", key="deconv_top_only",
+                            help="Zeiler & Fergus's figures: keep the channel's single largest activation.")
+    try:
+        result, rgb_png, map_png = glue.reconstruction(engine, chosen, name, channel, bool(top_only))
+    except CnnvisError as error:
+        show_error(error)
+        return
+    a, b = st.columns(2)
+    a.image(rgb_png, width="stretch", caption=f"{name} · channel {channel} · projection (0 = grey)")
+    b.image(map_png, width="stretch", caption=f"magnitude · strongest activation {result.activation:.3g} "
+                                              f"at row {result.position[0]}, column {result.position[1]}")
+    how = "max-pool switches" if result.mechanism == "switches" else "the deconvnet ReLU rule"
+    st.caption(f"Projected with {how}: unpool, rectify, transposed convolution, down to the input. "
+               f"Strongest channels on this image: {', '.join(map(str, best))}.")
+    for note in result.notes:
+        st.info(note)
 
 
 st.header("Class activation maps")
@@ -150,7 +248,7 @@ with cam_tab:
         except CnnvisError as error:
             show_error(error)
         except glue.Stopped as stopped:
-            glue.resume_button(stopped, "main")
+            resume_button(stopped, "main")
         else:
             overlays(engine, chosen, method, layer, target, options)
 with faith_tab:

@@ -21,19 +21,19 @@ source = source_col.radio("Images", list(SOURCES), format_func=SOURCES.get, key=
 if source == "demo":
     count = count_col.slider("Number of samples", 4, 128, 16, step=4, key="dead_count",
                              help="Held-out shapes from the demo generator (the sidebar's samples first).")
-    images_key, stream = glue.demo_stream(count)
+    image_set = glue.demo_images(count)
 else:
     files = count_col.file_uploader("Images", type=images.UPLOAD_EXTENSIONS, accept_multiple_files=True,
                                     key="dead_uploads")
     if not files:
         st.info("Upload one or more images.")
         st.stop()
-    images_key, stream = glue.upload_stream(files)
+    image_set = glue.uploaded_images(files)
 eps = eps_col.number_input("ε (epsilon)", min_value=0.0, value=0.0, step=0.01, format="%.4f", key="dead_eps",
                            help="0: exactly zero everywhere. Larger: also channels that stay this close to zero.")
 
 try:
-    peaks = glue.channel_peaks(engine, images_key, stream)
+    peaks = glue.channel_peaks(engine, image_set)
     dead = peaks.dead(eps)
 except CnnvisError as error:
     show_error(error)
@@ -69,7 +69,7 @@ with check_col:
         st.info("Nothing to mask: no channel is dead at this ε.")
     else:
         try:
-            check = glue.pruning_check(engine, images_key, stream, dead)
+            check = glue.pruning_check(engine, image_set, dead)
         except CnnvisError as error:
             show_error(error)
         else:

@@ -6,7 +6,7 @@ from cnnvis_core import CnnvisError
 from cnnvis_core.render import COLORMAPS, DIVERGING
 from dashboard import kernels as glue
 from dashboard.state import require_engine, require_frame, show_error
-from dashboard.widgets import clamp, default, persist
+from dashboard.widget_state import clamp, default, persist
 
 require_frame()  # a page URL opened first on a fresh server: run it in app.py's frame
 

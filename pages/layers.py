@@ -4,9 +4,9 @@ import streamlit as st
 
 from cnnvis_core import CnnvisError
 from cnnvis_core.render import COLORMAPS
-from dashboard import features as glue
+from dashboard import layers as glue
 from dashboard.state import require_engine_and_image, require_frame, show_error
-from dashboard.widgets import clamp, default, persist
+from dashboard.widget_state import clamp, default, persist
 
 require_frame()  # a page URL opened first on a fresh server: run it in app.py's frame
 
@@ -76,7 +76,7 @@ def overview_view(engine, chosen, layers) -> None:
     if not picked:
         st.info("Pick at least one layer type.")
         return
-    png = glue.overview_png(engine, chosen, tuple(picked), ncols)
+    png = glue.overview_png(engine, chosen, tuple(sorted(picked)), ncols)
     st.image(png, width="content", caption="Every chosen layer's channel mean, each scaled to its own range, "
                                            "in execution order · title = layer, type, output shape")
     st.download_button("All layers (PNG)", png, f"{glue.file_stem(chosen, 'all_layers')}.png", "image/png",

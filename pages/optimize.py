@@ -4,7 +4,7 @@ import streamlit as st
 
 from cnnvis_core import CnnvisError
 from cnnvis_core.optimize import DESCRIPTIONS, PRESETS
-from dashboard import optimize_view as view
+from dashboard import optimize as view
 from dashboard.state import require_engine, require_frame, show_error
 
 require_frame()  # a page URL opened first on a fresh server: run it in app.py's frame

@@ -117,7 +117,8 @@ def test_a_stopped_masked_map_is_not_started_again_until_asked(monkeypatch):
         def put(self, key: tuple, value: object) -> None:
             pass
 
-    monkeypatch.setattr(glue, "_masked_store", lambda store=Forgetful(): store)
+    store = Forgetful()
+    monkeypatch.setattr(glue, "_masked_store", lambda: store)
     at = _open()
     at.selectbox(key="cam_method").set_value("scorecam")
     at.selectbox(key="cam_layer").set_value("features.relu5")

@@ -111,7 +111,7 @@ class AppPage:
             # test's own expectations (which retry) check what the page shows.
             self.wait_idle(timeout_ms)
 
-    def open(self, path: str = "") -> "AppPage":
+    def open(self, path: str = "") -> AppPage:
         """Load the app (a fresh session) at ``path`` and wait for its first run to end."""
         self.page.goto(f"{self.base_url}/{path.lstrip('/')}")
         self.wait_for_run(0)

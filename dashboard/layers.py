@@ -1,10 +1,11 @@
-"""Glue of the layer browser: ONE forward pass per (model, image), everything else from cache.
+"""Cached calls and figures of the layer browser (``pages/layers.py``): ONE forward pass per
+(model, image), everything else from cache.
 
 :func:`layer_capture` runs the model once with every layer hooked and keeps the outputs in
 ``st.cache_resource`` (shared, never copied; a resnet50 at 224 px holds about 150 MB), keyed by
-the model choice and the image key. Pictures and numbers derived from it are cached with
-``st.cache_data`` under plain string keys, so changing the layer, the page of channels, the
-order, the colormap or the view never runs the model again.
+the engine and the image (hashed by their keys, :data:`~dashboard.state.HASH_FUNCS`). Pictures and
+numbers derived from it are cached with ``st.cache_data`` the same way, so changing the layer, the
+page of channels, the order, the colormap or the view never runs the model again.
 """
 
 from __future__ import annotations
@@ -18,25 +19,21 @@ import streamlit as st
 import torch
 from plotly.subplots import make_subplots
 
-from cnnvis_core import Engine, LayerInfo
-from cnnvis_core import features as fx
+from cnnvis_core import Engine, LayerInfo, features
 from cnnvis_core.render import colormap_lut, to_png_bytes
 from cnnvis_core.sheets import sheet_png
 
-from .state import ChosenImage, model_key
+from .state import HASH_FUNCS, ChosenImage, engine_key
 
 Capture = tuple[tuple[LayerInfo, ...], dict[str, torch.Tensor]]
 
 
-@st.cache_resource(max_entries=4, ttl=3600, show_spinner="Running the model once for every layer…")
-def _capture(_engine: Engine, engine_key: str, _image, image_key: str) -> Capture:
-    layers = tuple(_engine.layers())
-    return layers, _engine.feature_maps(_image, [layer.name for layer in layers])
-
-
+@st.cache_resource(max_entries=4, ttl=3600, show_spinner="Running the model once for every layer…",
+                   hash_funcs=HASH_FUNCS)
 def layer_capture(engine: Engine, chosen: ChosenImage) -> Capture:
     """Every layer's output for the chosen image: ``(layers, {name: output})``, one forward."""
-    return _capture(engine, model_key(), chosen.image, chosen.key)
+    layers = tuple(engine.layers())
+    return layers, engine.feature_maps(chosen.image, [layer.name for layer in layers])
 
 
 def _maps(engine: Engine, chosen: ChosenImage) -> dict[str, torch.Tensor]:
@@ -44,47 +41,34 @@ def _maps(engine: Engine, chosen: ChosenImage) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------------------- pictures
-@st.cache_data(max_entries=128, show_spinner=False)
-def _grid_png(_engine, engine_key: str, _image, image_key: str, layer: str, channels: tuple[int, ...],
-              cmap: str, scaling: str) -> bytes:
-    maps = _capture(_engine, engine_key, _image, image_key)[1][layer]
-    return sheet_png(fx.channel_grid(maps, channels, cmap, scaling))
-
-
+@st.cache_data(max_entries=128, show_spinner=False, hash_funcs=HASH_FUNCS)
 def grid_png(engine: Engine, chosen: ChosenImage, layer: str, channels: tuple[int, ...], cmap: str,
              scaling: str) -> bytes:
     """The chosen channels of ``layer`` as one PNG grid."""
-    return _grid_png(engine, model_key(), chosen.image, chosen.key, layer, tuple(channels), cmap, scaling)
+    return sheet_png(features.channel_grid(_maps(engine, chosen)[layer], channels, cmap, scaling))
 
 
 def channel_page(engine: Engine, chosen: ChosenImage, layer: str, page: int, per_page: int,
-                 order: str) -> fx.ChannelPage:
+                 order: str) -> features.ChannelPage:
     """Which channels page ``page`` (from 0) shows."""
-    return fx.channel_page(_maps(engine, chosen)[layer], page, per_page, order)
+    return features.channel_page(_maps(engine, chosen)[layer], page, per_page, order)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def _summary_pngs(_engine, engine_key: str, _image, image_key: str, layer: str, cmap: str) -> tuple[bytes, bytes]:
-    maps = _capture(_engine, engine_key, _image, image_key)[1][layer]
-    return (to_png_bytes(fx.map_image(fx.mean_map(maps), "gray")),
-            to_png_bytes(fx.map_image(fx.sum_map(maps), cmap)))
-
-
+@st.cache_data(max_entries=64, show_spinner=False, hash_funcs=HASH_FUNCS)
 def summary_pngs(engine: Engine, chosen: ChosenImage, layer: str, cmap: str) -> tuple[bytes, bytes]:
     """``(channel mean in grayscale, channel sum in cmap)`` of ``layer`` as PNGs."""
-    return _summary_pngs(engine, model_key(), chosen.image, chosen.key, layer, cmap)
+    maps = _maps(engine, chosen)[layer]
+    return (to_png_bytes(features.map_image(features.mean_map(maps), "gray")),
+            to_png_bytes(features.map_image(features.sum_map(maps), cmap)))
 
 
-@st.cache_data(max_entries=32, show_spinner="Drawing every layer…")
-def _overview_png(_engine, engine_key: str, _image, image_key: str, kinds: tuple[str, ...], ncols: int) -> bytes:
-    layers, maps = _capture(_engine, engine_key, _image, image_key)
-    chosen = [layer for layer in layers if layer.kind in kinds]
-    return sheet_png(fx.overview_sheet(chosen, maps, ncols))
-
-
+@st.cache_data(max_entries=32, show_spinner="Drawing every layer…", hash_funcs=HASH_FUNCS)
 def overview_png(engine: Engine, chosen: ChosenImage, kinds: tuple[str, ...], ncols: int) -> bytes:
-    """One mean map per layer of the chosen kinds, titled, as one PNG."""
-    return _overview_png(engine, model_key(), chosen.image, chosen.key, tuple(sorted(kinds)), ncols)
+    """One mean map per layer of the chosen kinds (give them sorted: one cache entry per set), titled,
+    as one PNG."""
+    layers, maps = layer_capture(engine, chosen)
+    shown = [layer for layer in layers if layer.kind in kinds]
+    return sheet_png(features.overview_sheet(shown, maps, ncols))
 
 
 def channel_values(engine: Engine, chosen: ChosenImage, layer: str, channel: int) -> np.ndarray:
@@ -94,42 +78,33 @@ def channel_values(engine: Engine, chosen: ChosenImage, layer: str, channel: int
 
 def vector_values(engine: Engine, chosen: ChosenImage, layer: str) -> np.ndarray:
     """A non-spatial layer's output as a flat vector."""
-    return fx.as_vector(_maps(engine, chosen)[layer])
+    return features.as_vector(_maps(engine, chosen)[layer])
 
 
 def channel_ranking(engine: Engine, chosen: ChosenImage, layer: str) -> np.ndarray:
     """Channels by mean activation, strongest first."""
-    return fx.channel_order(_maps(engine, chosen)[layer], "mean")
+    return features.channel_order(_maps(engine, chosen)[layer], "mean")
 
 
 # ---------------------------------------------------------------------------- numbers and files
-@st.cache_data(max_entries=32, show_spinner=False)
-def _stats(_engine, engine_key: str, _image, image_key: str) -> list[fx.LayerStats]:
-    layers, maps = _capture(_engine, engine_key, _image, image_key)
-    return fx.depth_stats(layers, maps)
-
-
-def layer_statistics(engine: Engine, chosen: ChosenImage) -> list[fx.LayerStats]:
+@st.cache_data(max_entries=32, show_spinner=False, hash_funcs=HASH_FUNCS)
+def layer_statistics(engine: Engine, chosen: ChosenImage) -> list[features.LayerStats]:
     """:class:`~cnnvis_core.features.LayerStats` of every layer, in execution order."""
-    return _stats(engine, model_key(), chosen.image, chosen.key)
+    return features.depth_stats(*layer_capture(engine, chosen))
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def _activation_files(_engine, engine_key: str, _image, image_key: str, layer: str) -> tuple[bytes, bytes]:
-    layers, maps = _capture(_engine, engine_key, _image, image_key)
+@st.cache_data(max_entries=16, show_spinner=False, hash_funcs=HASH_FUNCS)
+def activation_files(engine: Engine, chosen: ChosenImage, layer: str) -> tuple[bytes, bytes]:
+    """``(.npy of the layer's output, .npz with it, its channel means and a JSON note)``."""
+    layers, maps = layer_capture(engine, chosen)
     array = maps[layer].numpy()
     npy, npz = io.BytesIO(), io.BytesIO()
     np.save(npy, array)
     info = next(item for item in layers if item.name == layer)
-    meta = json.dumps({"layer": layer, "kind": info.kind, "model": engine_key, "image": image_key})
-    np.savez_compressed(npz, activations=array, channel_means=fx.channel_means(maps[layer]),
+    meta = json.dumps({"layer": layer, "kind": info.kind, "model": engine_key(engine), "image": chosen.key})
+    np.savez_compressed(npz, activations=array, channel_means=features.channel_means(maps[layer]),
                         meta=np.array(meta))
     return npy.getvalue(), npz.getvalue()
-
-
-def activation_files(engine: Engine, chosen: ChosenImage, layer: str) -> tuple[bytes, bytes]:
-    """``(.npy of the layer's output, .npz with it, its channel means and a JSON note)``."""
-    return _activation_files(engine, model_key(), chosen.image, chosen.key, layer)
 
 
 def file_stem(chosen: ChosenImage, layer: str) -> str:
@@ -163,7 +138,7 @@ def vector_figure(values: np.ndarray, title: str, cmap: str) -> go.Figure:
                                   hovertemplate="index %{x}: %{y:.4g}<extra></extra>"))
         figure.update_layout(xaxis_title="index", yaxis_title="value")
     else:
-        strip = fx.heat_strip(values, 64)
+        strip = features.heat_strip(values, 64)
         index = np.arange(strip.size).reshape(strip.shape)
         figure = go.Figure(go.Heatmap(z=strip, customdata=index, colorscale=plotly_colorscale(cmap),
                                       hovertemplate="index %{customdata}: %{z:.4g}<extra></extra>"))
@@ -173,7 +148,7 @@ def vector_figure(values: np.ndarray, title: str, cmap: str) -> go.Figure:
     return figure
 
 
-def depth_figure(stats: list[fx.LayerStats]) -> go.Figure:
+def depth_figure(stats: list[features.LayerStats]) -> go.Figure:
     """Sparsity, mean and max, and all-zero channels of each layer, over depth (3 rows)."""
     x = [s.name for s in stats]
     names = [f"#{s.index} {s.kind}" for s in stats]
@@ -198,7 +173,7 @@ def depth_figure(stats: list[fx.LayerStats]) -> go.Figure:
     return figure
 
 
-def stats_rows(stats: list[fx.LayerStats]) -> list[dict]:
+def stats_rows(stats: list[features.LayerStats]) -> list[dict]:
     """Rows for a table of the statistics."""
     return [{"#": s.index, "layer": s.name, "type": s.kind, "channels": s.channels,
              "sparsity": round(s.sparsity, 4), "mean": s.mean, "max": s.max, "zero channels": s.zero_channels}

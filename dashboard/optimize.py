@@ -1,4 +1,5 @@
-"""Glue of the filter-optimisation page: choices → request, a background job, the gallery's files.
+"""Glue of the filter-optimisation page (``pages/optimize.py``): choices → request, a background job,
+the gallery's files.
 
 A run can take minutes, so it runs in a worker thread (:class:`Job`) that calls
 ``engine.optimize`` with an ``on_step`` callback recording progress and a preview; the page
@@ -106,7 +107,7 @@ class Job:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _files: dict = field(default_factory=dict)
 
-    def start(self, engine: Engine) -> "Job":
+    def start(self, engine: Engine) -> Job:
         threading.Thread(target=self._run, args=(engine,), name="cnnvis-optimize", daemon=True).start()
         return self
 

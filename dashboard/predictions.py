@@ -1,0 +1,31 @@
+"""Cached calls and figures of the predictions page (``pages/predictions.py``).
+
+:func:`top_classes` also gives the class-activation-map page its target classes: one cache, so
+the same image's top classes cost one forward pass for both pages.
+"""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from cnnvis_core import Engine
+
+from .state import HASH_FUNCS, ChosenImage
+
+
+@st.cache_data(max_entries=256, show_spinner=False, hash_funcs=HASH_FUNCS)
+def top_classes(engine: Engine, chosen: ChosenImage, k: int) -> list[tuple[int, str, float]]:
+    """The top-``k`` ``(index, label, probability)`` of the chosen image (cached)."""
+    return [tuple(p) for p in engine.predict(chosen.image, k=k)]
+
+
+def top_figure(top: list[tuple[int, str, float]]) -> go.Figure:
+    """The classes as horizontal bars of their softmax probability, the most probable on top."""
+    labels = [f"{label} ({index})" for index, label, _ in top][::-1]
+    probs = [p for *_, p in top][::-1]
+    figure = go.Figure(go.Bar(x=probs, y=labels, orientation="h", text=[f"{p:.1%}" for p in probs],
+                              textposition="auto", marker_color="#4c78a8"))
+    figure.update_layout(title="Top-5 classes (softmax probability)", xaxis=dict(range=[0, 1], tickformat=".0%"),
+                         height=320, margin=dict(l=10, r=10, t=40, b=10))
+    return figure
