@@ -71,6 +71,13 @@ def channel_order(maps: torch.Tensor, order: str = "index") -> np.ndarray:
     raise InputError(f"Unknown channel order {order!r}; use one of {', '.join(ORDERS)}.")
 
 
+def strongest_channels(maps: torch.Tensor, k: int = 5) -> list[int]:
+    """The ``k`` channels of ``maps`` ``(C, H, W)`` with the highest maximum activation
+    ``max_ij A_c(i, j)``, strongest first (ties by index)."""
+    peaks = maps.detach().float().reshape(maps.shape[0], -1).amax(1).cpu().numpy()
+    return [int(c) for c in np.argsort(-peaks, kind="stable")[:k]]
+
+
 @dataclass(frozen=True)
 class ChannelPage:
     """One page of a layer's channels: which channels, in display order, and where it sits.
@@ -177,6 +184,22 @@ def map_image(values: np.ndarray, cmap: str = "gray", min_size: int = 256) -> np
     least ``min_size`` pixels on its shorter side."""
     unit = scale_maps(torch.as_tensor(np.asarray(values, np.float32))[None], "channel")[0].numpy()
     return enlarge(colorize(unit, cmap)[None], enlarge_factor(min(unit.shape), min_size))[0]
+
+
+@dataclass(frozen=True)
+class ValueSummary:
+    """``min``, ``max``, ``mean`` of an array and the fraction of its values exactly 0."""
+
+    min: float
+    max: float
+    mean: float
+    zeros: float
+
+
+def summarize(values: np.ndarray) -> ValueSummary:
+    """:class:`ValueSummary` of any array of numbers (a channel's map, a vector output)."""
+    v = np.asarray(values, np.float64)
+    return ValueSummary(float(v.min()), float(v.max()), float(v.mean()), float(np.mean(v == 0)))
 
 
 def as_vector(output: torch.Tensor) -> np.ndarray:

@@ -28,25 +28,50 @@ import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
-from cnnvis_core import CnnvisError, Engine
+from cnnvis_core import CnnvisError, Engine, features
+from cnnvis_core import cam as cams
 from cnnvis_core.backprop import Saliency
-from cnnvis_core.cam import SHARED, TITLES, CamResult, Faithfulness
+from cnnvis_core.cam import CamMethod, CamResult, Faithfulness, Option
 from cnnvis_core.deconv import Reconstruction
 from cnnvis_core.render import colorize, overlay, to_png_bytes
 
 from .state import HASH_FUNCS, ChosenImage, engine_key
 
-#: samples per channel (SS-CAM, IS-CAM) or noisy copies (Smooth Grad-CAM++) the papers use
-PAPER_SAMPLES = {"sscam": 35, "iscam": 10, "smoothgradcam++": 8}
-#: the methods that run one forward pass per channel (and sample)
-MASKED = ("scorecam", "sscam", "iscam")
 #: above this many masked forward passes the page asks before computing
 CONFIRM_PASSES = 4096
 #: session-state key: the masked maps (store keys) the user stopped, not to be started again unasked
 STOPPED = "cam_stopped"
 
 
-@st.cache_data(max_entries=64, show_spinner="Computing CAM, Grad-CAM, Grad-CAM++, XGrad-CAM and Layer-CAM…",
+# ---------------------------------------------------------------------------- the methods, from their declarations
+def methods() -> list[CamMethod]:
+    """Every registered CAM method, in the order the page lists them."""
+    return list(cams.registered())
+
+
+def title(name: str) -> str:
+    """``Title (Paper)`` of a method."""
+    return cams.method(name).label
+
+
+def is_masked(name: str) -> bool:
+    """Whether the method runs one masked forward pass per channel (and sample)."""
+    return cams.method(name).kind == "masked"
+
+
+def option_widgets(name: str) -> list[Option]:
+    """The options of a method a form can set."""
+    return [option for option in cams.method(name).options if option.widget]
+
+
+def changed_options(name: str, values: dict) -> tuple:
+    """``values`` without those equal to the method's defaults, as a sorted tuple (a cache key:
+    the defaults' maps are shared with the comparison row, which passes no options)."""
+    defaults = cams.method(name).defaults()
+    return tuple(sorted((key, value) for key, value in values.items() if defaults.get(key) != value))
+
+
+@st.cache_data(max_entries=64, show_spinner="Computing the maps that share one forward and backward pass…",
                hash_funcs=HASH_FUNCS)
 def _shared(engine: Engine, chosen: ChosenImage, layer: str | None, target: int | None) -> dict[str, CamResult]:
     return engine.cams(chosen.image, None, layer, target)
@@ -70,11 +95,12 @@ def cam_result(engine: Engine, chosen: ChosenImage, method: str, layer: str | No
     widgets ask for until the running script ends, so a Stop button there could stop nothing.
     ``show_progress=False`` inside a cached function, which may not draw a progress bar.
     """
-    if method in SHARED:
+    kind = cams.method(method).kind
+    if kind == "shared" and not options:
         bundle = _shared(engine, chosen, layer, target)
         if method in bundle:
             return bundle[method]
-    if method in MASKED:
+    if kind == "masked":
         key = MaskedKey.of(engine, chosen, method, layer, target, options)
         found = _masked(engine, key, chosen.image, show_progress, stoppable)
     else:
@@ -88,10 +114,10 @@ def fits_in_row(engine: Engine, chosen: ChosenImage, method: str, layer: str | N
     """Whether the comparison row (a fragment, where nothing can be stopped) may show ``method``:
     any method but the masked ones, and those when their map is stored already or is quick to
     make (at most :data:`CONFIRM_PASSES` passes on a GPU or a small model)."""
-    if method not in MASKED:
+    if not is_masked(method):
         return True
     key = MaskedKey.of(engine, chosen, method, layer, target, ())
-    quick = masked_passes(engine, method, layer, None) <= CONFIRM_PASSES and engine.quick_passes
+    quick = masked_passes(engine, method, layer, {}) <= CONFIRM_PASSES and engine.quick_passes
     return quick or _masked_store().get(key) is not None
 
 
@@ -146,7 +172,7 @@ class Stopped(Exception):
     """The user stopped this masked map while it ran; nothing of it was kept (:func:`resume` starts it again)."""
 
     def __init__(self, key: MaskedKey) -> None:
-        super().__init__(f"{TITLES[key.method]}: stopped")
+        super().__init__(f"{title(key.method)}: stopped")
         self.key = key
 
 
@@ -195,9 +221,9 @@ def _masked(engine: Engine, key: MaskedKey, image, show_progress: bool, stoppabl
 def _progress_bar(slot, key: MaskedKey, stoppable: bool) -> Callable[[int, int], None]:
     """Draw a progress bar in ``slot`` (with a Stop button when ``stoppable``); return the
     ``progress(done, total)`` callback that moves it and tells the time left."""
-    title = TITLES[key.method]
+    name = title(key.method)
     with slot.container():
-        bar = st.progress(0.0, text=f"{title}: masked forward passes…")
+        bar = st.progress(0.0, text=f"{name}: masked forward passes…")
         if stoppable:
             # A key of its own each time: the same map may be computed twice in a run (another
             # session can evict it from the store between two reads).
@@ -212,7 +238,7 @@ def _progress_bar(slot, key: MaskedKey, stoppable: bool) -> Callable[[int, int],
         rate = (now - last[0]) / max(done - last[1], 1)
         last[:] = [now, done]
         left = f"about {rate * (total - done):.0f} s left" if done >= total / 10 else "estimating the time left"
-        bar.progress(done / total, text=f"{title}: {done:,} of {total:,} masked forward passes · {left}")
+        bar.progress(done / total, text=f"{name}: {done:,} of {total:,} masked forward passes · {left}")
 
     return progress
 
@@ -242,12 +268,13 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def masked_passes(engine: Engine, method: str, layer: str | None, n_samples: int | None) -> int:
-    """About how many masked forward passes a Score-CAM-family map costs (channels × samples)."""
-    if method not in MASKED:
+def masked_passes(engine: Engine, method: str, layer: str | None, options: dict) -> int:
+    """About how many masked forward passes a map costs: channels × passes per channel (0 for a
+    method that runs none), from the method's declaration."""
+    per_channel = cams.method(method).passes_per_channel(options)
+    if not per_channel:
         return 0
-    info = engine.layer(layer or engine.default_cam_layer())
-    return info.channels * (1 if method == "scorecam" else int(n_samples or PAPER_SAMPLES[method]))
+    return engine.layer(layer or engine.default_cam_layer()).channels * per_channel
 
 
 def curves_figure(result: Faithfulness, title: str) -> go.Figure:
@@ -292,4 +319,4 @@ def reconstruction(engine: Engine, chosen: ChosenImage, layer: str, channel: int
 def strongest_channels(engine: Engine, chosen: ChosenImage, layer: str) -> tuple[int, ...]:
     """The five channels of ``layer`` with the highest maximum activation on the image (cached)."""
     maps = engine.feature_maps(chosen.image, [layer])[layer]
-    return tuple(int(c) for c in maps.flatten(1).amax(1).argsort(descending=True)[:5])
+    return tuple(features.strongest_channels(maps, 5))

@@ -23,7 +23,7 @@ from cnnvis_core import Engine, LayerInfo, features
 from cnnvis_core.render import colormap_lut, to_png_bytes
 from cnnvis_core.sheets import sheet_png
 
-from .state import HASH_FUNCS, ChosenImage, engine_key
+from .state import HASH_FUNCS, ChosenImage, engine_key, safe_stem
 
 Capture = tuple[tuple[LayerInfo, ...], dict[str, torch.Tensor]]
 
@@ -109,8 +109,7 @@ def activation_files(engine: Engine, chosen: ChosenImage, layer: str) -> tuple[b
 
 def file_stem(chosen: ChosenImage, layer: str) -> str:
     """A file-name stem naming the image and the layer."""
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{chosen.key}_{layer}")
-    return safe.strip("_")
+    return safe_stem(chosen.key, layer)
 
 
 # ---------------------------------------------------------------------------- charts

@@ -175,3 +175,10 @@ def require_engine_and_image() -> tuple[Engine, ChosenImage]:
 def show_error(error: CnnvisError) -> None:
     """A CnnvisError as a readable message in the page."""
     st.error(str(error), icon="⚠️")
+
+
+def safe_stem(*parts: str) -> str:
+    """A file-name stem from ``parts`` joined by ``_``: letters, digits, ``-``, ``_`` and ``.``
+    kept, anything else replaced by ``_``."""
+    joined = "_".join(str(part) for part in parts)
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in joined).strip("_")

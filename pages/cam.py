@@ -4,7 +4,6 @@ import streamlit as st
 
 from cnnvis_core import CnnvisError
 from cnnvis_core.backprop import METHODS as SALIENCY_METHODS
-from cnnvis_core.cam import METHODS, TITLES
 from cnnvis_core.render import COLORMAPS
 from dashboard import cam as glue
 from dashboard.predictions import top_classes
@@ -44,31 +43,33 @@ def choose_target(engine, chosen) -> int:
 
 
 def choose_options(method: str) -> tuple:
-    options = []
-    if method in glue.PAPER_SAMPLES:
-        label = "Noisy copies" if method == "smoothgradcam++" else "Samples per channel"
-        n = st.number_input(label, 1, 100, glue.PAPER_SAMPLES[method], key=f"cam_samples_{method}",
-                            help=f"The paper uses {glue.PAPER_SAMPLES[method]}.")
-        options.append(("n_samples", int(n)))
-    if method in glue.MASKED:
-        fast = st.toggle("bfloat16 masked passes (faster, approximate)", key="cam_bf16",
-                         help="Runs the masked inputs under bfloat16 autocast: about 2.5× faster on a CPU with "
-                              "AMX (measured), faster on GPUs too; logits keep about 3 significant digits, "
-                              "the map stays within about 0.001 of the float32 one.")
-        if fast:
-            options.append(("precision", "bfloat16"))
-    return tuple(options)
+    """A widget per option the method declares (its label, range, default and help); the
+    options that differ from the defaults, as a cache key."""
+    declared = glue.option_widgets(method)
+    values = {}
+    for column, option in zip(st.columns(max(1, len(declared))), declared):
+        key = f"cam_option_{method}_{option.name}"
+        if option.choices:
+            values[option.name] = column.selectbox(option.label, option.choices, key=key, help=option.help,
+                                                   index=list(option.choices).index(option.default))
+            continue
+        whole = isinstance(option.default, int)
+        cast = int if whole else float
+        values[option.name] = cast(column.number_input(
+            option.label, cast(option.low), cast(option.high), option.default, cast(option.step), key=key,
+            help=f"{option.help} Default: {option.default}."))
+    return glue.changed_options(method, values)
 
 
 def confirmed(engine, method: str, layer, options: tuple) -> bool:
     """Ask before a Score-CAM-family map that needs very many forward passes."""
-    passes = glue.masked_passes(engine, method, layer, dict(options).get("n_samples"))
+    passes = glue.masked_passes(engine, method, layer, dict(options))
     if passes <= glue.CONFIRM_PASSES:
         return True
     flag = f"cam_go_{method}_{layer}_{options}"
     if st.session_state.get(flag):
         return True
-    st.warning(f"{TITLES[method]} needs about {passes:,} forward passes (one per channel and sample) on this "
+    st.warning(f"{glue.title(method)} needs about {passes:,} forward passes (one per channel and sample) on this "
                "layer; that can take minutes on a CPU.")
     if st.button(f"Compute anyway ({passes:,} passes)", key="cam_confirm"):
         st.session_state[flag] = True
@@ -88,7 +89,7 @@ def overlays(engine, chosen, method: str, layer, target: int, options: tuple) ->
     left, right = st.columns([3, 2])
     label = engine.categories[result.target]
     left.image(png, width="stretch",
-               caption=f"{TITLES[method]} · class {label} ({result.target}, logit {result.score:.3g}) · "
+               caption=f"{glue.title(method)} · class {label} ({result.target}, logit {result.score:.3g}) · "
                        f"layer {result.layer} ({result.raw.shape[0]}×{result.raw.shape[1]})")
     with right:
         st.markdown(f"**Model input** {view.width}×{view.height} px: the map is computed on the tensor the model "
@@ -103,7 +104,9 @@ def overlays(engine, chosen, method: str, layer, target: int, options: tuple) ->
 
 def compare(engine, chosen, view, layer, target: int, alpha: float, cmap: str) -> None:
     st.subheader("Methods side by side")
-    methods = st.multiselect("Methods to compare", METHODS, default=COMPARE_DEFAULT, format_func=TITLES.get,
+    names = [m.name for m in glue.methods()]
+    methods = st.multiselect("Methods to compare", names, default=[n for n in COMPARE_DEFAULT if n in names],
+                             format_func=glue.title,
                              key="cam_compare",
                              help="CAM, Grad-CAM, Grad-CAM++, XGrad-CAM and Layer-CAM come from one pass together.")
     if not methods:
@@ -111,19 +114,19 @@ def compare(engine, chosen, view, layer, target: int, alpha: float, cmap: str) -
     for column, name in zip(st.columns(len(methods)), methods):
         with column:
             if not glue.fits_in_row(engine, chosen, name, layer, target):
-                st.caption(f"{TITLES[name]}: many masked passes on this model and layer; choose it as the method "
+                st.caption(f"{glue.title(name)}: many masked passes on this model and layer; choose it as the method "
                            "above to compute it (there it can be stopped).")
                 continue
             try:
                 result = glue.cam_result(engine, chosen, name, layer, target, stoppable=False)
             except CnnvisError as error:
-                st.caption(TITLES[name])
+                st.caption(glue.title(name))
                 show_error(error)
                 continue
             except glue.Stopped as stopped:
                 resume_button(stopped, "compare")
                 continue
-            st.image(glue.overlay_png(view, result, alpha, cmap), width="stretch", caption=TITLES[name])
+            st.image(glue.overlay_png(view, result, alpha, cmap), width="stretch", caption=glue.title(name))
 
 
 def resume_button(stopped: glue.Stopped, where: str) -> None:
@@ -229,8 +232,10 @@ except CnnvisError as error:
     st.stop()
 
 method_col, layer_col = st.columns([2, 3])
-method = method_col.selectbox("Method", METHODS, index=METHODS.index("gradcam"), format_func=TITLES.get,
-                              key="cam_method")
+names = [m.name for m in glue.methods()]
+st.session_state.setdefault("cam_method", "gradcam")
+_keep_valid("cam_method", names, "gradcam")
+method = method_col.selectbox("Method", names, format_func=glue.title, key="cam_method")
 _keep_valid("cam_layer", ["auto", *layers], "auto")
 picked = layer_col.selectbox("Layer", ["auto", *layers], key="cam_layer",
                              format_func=lambda n: f"auto ({auto})" if n == "auto" else n,
@@ -258,7 +263,7 @@ with faith_tab:
         try:
             if ready:
                 curves = glue.faithfulness(engine, chosen, method, layer, target, options)
-                st.plotly_chart(glue.curves_figure(curves, f"{TITLES[method]} · class "
+                st.plotly_chart(glue.curves_figure(curves, f"{glue.title(method)} · class "
                                                            f"{engine.categories[curves.target]}"), width="stretch")
         except CnnvisError as error:
             show_error(error)

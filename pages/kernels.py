@@ -5,7 +5,7 @@ import streamlit as st
 from cnnvis_core import CnnvisError
 from cnnvis_core.render import COLORMAPS, DIVERGING
 from dashboard import kernels as glue
-from dashboard.state import require_engine, require_frame, show_error
+from dashboard.state import require_engine, require_frame, safe_stem, show_error
 from dashboard.widget_state import clamp, default, persist
 
 require_frame()  # a page URL opened first on a fresh server: run it in app.py's frame
@@ -51,7 +51,7 @@ else:
     cmap = cmap_col.selectbox("Colormap (diverging)", DIVERGING, key="kernel_cmap_shared",
                               disabled=view == "RGB filters")
 
-stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{engine.name}_{layer}")
+stem = safe_stem(engine.name, layer)
 try:
     if view == "RGB filters":
         png = glue.rgb_png(engine, layer, scaling)

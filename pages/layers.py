@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from cnnvis_core import CnnvisError
+from cnnvis_core import CnnvisError, features
 from cnnvis_core.render import COLORMAPS
 from dashboard import layers as glue
 from dashboard.state import require_engine_and_image, require_frame, show_error
@@ -54,9 +54,10 @@ def channel_view(engine, chosen, info) -> None:
     rank = int(list(glue.channel_ranking(engine, chosen, info.name)).index(channel)) + 1
     left, right = st.columns([3, 1])
     left.plotly_chart(glue.channel_heatmap(values, cmap, f"{info.name} · channel {channel}"), width="stretch")
-    right.metric("Mean", f"{values.mean():.4g}")
-    right.metric("Max", f"{values.max():.4g}")
-    right.metric("Zeros", f"{(values == 0).mean():.1%}")
+    summary = features.summarize(values)
+    right.metric("Mean", f"{summary.mean:.4g}")
+    right.metric("Max", f"{summary.max:.4g}")
+    right.metric("Zeros", f"{summary.zeros:.1%}")
     right.caption(f"Rank {rank} of {info.channels} by mean activation; {values.shape[0]}×{values.shape[1]} map.")
 
 
@@ -105,8 +106,9 @@ def values_view(engine, chosen, info) -> None:
     values = glue.vector_values(engine, chosen, info.name)
     st.plotly_chart(glue.vector_figure(values, f"{info.name} ({info.kind}) · {values.size} values", cmap),
                     width="stretch")
-    st.caption(f"{info.name}: a vector output, shown value by value · min {values.min():.4g}, "
-               f"max {values.max():.4g}, zeros {(values == 0).mean():.1%}")
+    summary = features.summarize(values)
+    st.caption(f"{info.name}: a vector output, shown value by value · min {summary.min:.4g}, "
+               f"max {summary.max:.4g}, zeros {summary.zeros:.1%}")
     stem = glue.file_stem(chosen, info.name)
     npy, npz = glue.activation_files(engine, chosen, info.name)
     a, b = st.columns(2)

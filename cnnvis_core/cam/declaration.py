@@ -57,16 +57,25 @@ class Option:
 class CamMethod:
     """One class activation map method (see the module docstring for the kinds)."""
 
+    #: the name calls use (``engine.cam(image, name)``)
     name: str
+    #: what a person reads, and the paper (``Grad-CAM``, ``Selvaraju et al. 2017``)
     title: str
     paper: str
+    #: ``shared``, ``sampled`` or ``masked``
     kind: str
+    #: the formula in one line
     summary: str = ""
+    #: shared: ``(A, G) → w (T, C)`` for ``ReLU(Σ_k w_k A_k)``, or ``SharedPass → raw maps (T, h, w)``
     weights: Callable | None = None
     map: Callable | None = None
+    #: sampled: ``(core, x, layer, targets, top, **options) → [CamResult]``
     compute: Callable | None = None
+    #: masked: ``(masks, variant, n, sigma, seed, items) → the masks' samples``
     variants: Callable | None = None
+    #: shared: whether the pass must run the backward for this method
     gradients: bool = True
+    #: shared: whether it reads the final linear layer (the pass then records that layer's input)
     reads_head: bool = False
     options: tuple[Option, ...] = field(default=())
 

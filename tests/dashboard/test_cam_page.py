@@ -161,3 +161,41 @@ def test_the_comparison_row_leaves_long_masked_maps_to_the_stoppable_main_view(m
     assert not any("many masked passes" in c.value for c in at.caption)
     row = [img.caption for image in at.get("image") for img in image.proto.imgs]
     assert "Score-CAM (Wang et al. 2020)" in row, row
+
+
+def _toy_map(shared):
+    """A toy method: the layer's channel maximum, scaled by the ``power`` option, per target."""
+    return shared.A.amax(0).expand(len(shared.run.targets), *shared.A.shape[1:])
+
+
+def test_a_method_declared_once_appears_on_the_page_with_its_options():
+    """One ``register`` call: the page lists the method by its title, draws its option from the
+    declaration (label, range, default) and shows its map; nothing else in the dashboard names it."""
+    from cnnvis_core.cam import CamMethod, Option, register, unregister
+
+    def sampled(core, x, layer, targets, top, repeats):
+        from cnnvis_core.cam.base import layer_pass, results
+        run = layer_pass(core, x.repeat(repeats, 1, 1, 1), layer, targets, top, gradients=False)
+        raw = run.activation.mean(0).amax(0).expand(len(run.targets), *run.activation.shape[-2:])
+        return results(raw, tuple(x.shape[-2:]), run.targets, layer, "toysampled", run.scores)
+
+    register(CamMethod("toysampled", "Toy-CAM", "Nobody 2026", "sampled", "max_k A_k of repeated inputs",
+                       compute=sampled, gradients=False,
+                       options=(Option("repeats", 3, "Repeats", "Copies of the input in the batch.", 1, 9, 1),)))
+    try:
+        at = _open()
+        method = at.selectbox(key="cam_method")
+        assert "toysampled" in method.options or "Toy-CAM (Nobody 2026)" in method.options
+        method.set_value("toysampled")
+        _ok(at)
+        repeats = at.number_input(key="cam_option_toysampled_repeats")
+        assert repeats.label == "Repeats" and repeats.value == 3 and repeats.max == 9
+        caption, _ = _overlay(at)
+        assert caption.startswith("Toy-CAM (Nobody 2026)")
+        forward = _passes(at)[0]
+        repeats.set_value(5)
+        _ok(at)
+        assert _passes(at)[0] > forward  # a new option value is a new map
+        assert "Toy-CAM (Nobody 2026)" in _overlay(at)[0]
+    finally:
+        unregister("toysampled")
