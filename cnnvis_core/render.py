@@ -11,7 +11,7 @@ import io
 from functools import lru_cache
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from plotly import colors as plotly_colors
 
 from .errors import InputError
@@ -78,3 +78,47 @@ def to_png_bytes(image: Image.Image | np.ndarray, compress_level: int = 6) -> by
     buffer = io.BytesIO()
     image.save(buffer, "PNG", compress_level=compress_level)
     return buffer.getvalue()
+
+
+def color_bar(cmap: str, low: float, high: float, width: int = 256, label: str = "",
+              text_size: int = 12) -> np.ndarray:
+    """A horizontal colour scale as a uint8 RGB image ``width`` pixels wide: the colormap from
+    ``low`` (left) to ``high`` (right) with both values printed under its ends, and ``label``
+    (what the values are) between them; white background. Put it under a picture whose colours
+    came from ``colorize(unit, cmap)`` with ``unit = (v − low) / (high − low)``, so a reader can
+    read values back off the colours."""
+    width = max(64, int(width))
+    bar_height, gap = max(8, text_size), 3
+    text = _text_font(text_size)
+    bar = colorize(np.tile(np.linspace(0.0, 1.0, width, dtype=np.float32), (bar_height, 1)), cmap)
+    canvas = Image.new("RGB", (width, bar_height + gap + text_size + 4), (255, 255, 255))
+    canvas.paste(Image.fromarray(bar), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    top = bar_height + gap
+    low_text, high_text = _number(low), _number(high)
+    draw.text((0, top), low_text, fill=(0, 0, 0), font=text)
+    draw.text((width, top), high_text, fill=(0, 0, 0), font=text, anchor="ra")
+    if label:
+        draw.text((width // 2, top), label, fill=(60, 60, 60), font=text, anchor="ma")
+    return np.asarray(canvas)
+
+
+def with_color_bar(picture: np.ndarray, cmap: str, low: float, high: float, label: str = "") -> np.ndarray:
+    """``picture`` (H×W×3 uint8) with :func:`color_bar` under it, as wide as the picture."""
+    width = picture.shape[1]
+    bar = color_bar(cmap, low, high, width, label, text_size=max(10, min(16, width // 40)))
+    pad = np.full((6, width, 3), 255, np.uint8)
+    return np.concatenate([np.asarray(picture, np.uint8), pad, bar])
+
+
+def _number(value: float) -> str:
+    return f"{value:.3g}"
+
+
+@lru_cache(maxsize=8)
+def _text_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's bundled TrueType font at ``size`` px, drawn at the size it is shown (crisp)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (ImportError, TypeError):  # pragma: no cover - Pillow built without FreeType
+        return ImageFont.load_default()

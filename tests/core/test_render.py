@@ -49,3 +49,15 @@ def test_png_bytes_round_trip():
     array = (np.arange(48).reshape(4, 4, 3) * 5).astype(np.uint8)
     import io
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(to_png_bytes(array)))), array)
+
+
+def test_a_color_bar_runs_through_the_colormap_from_low_to_high():
+    from cnnvis_core.render import color_bar, with_color_bar
+    bar = color_bar("viridis", -1.5, 3.0, width=200, label="activation")
+    lut = colormap_lut("viridis")
+    assert bar.shape[1] == 200 and bar.dtype == np.uint8
+    assert np.abs(bar[2, 0].astype(int) - lut[0]).max() <= 1 and np.abs(bar[2, -1].astype(int) - lut[255]).max() <= 1
+    assert (bar[-8:, :40] < 128).any() and (bar[-8:, -40:] < 128).any()  # the end values are printed
+    picture = np.zeros((50, 120, 3), np.uint8)
+    stacked = with_color_bar(picture, "gray", 0.0, 1.0)
+    assert stacked.shape[1] == 120 and stacked.shape[0] > 50 and not stacked[:50].any()
