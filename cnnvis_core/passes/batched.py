@@ -53,9 +53,7 @@ def batched_logits(core: ModelCore, inputs_of: Callable[[torch.Tensor], torch.Te
             core.counters.add(forward=1)
             logits = net(batch)
         out[start:stop] = logits.index_select(1, index).float().cpu()
-        if progress is not None:
-            progress(stop, count)
 
     remembered = core.cache.get("batch sizes", dict)
-    run_batched(count, work, cap, remembered, (*tag, precision, input_shape, str(core.device)))
+    run_batched(count, work, cap, remembered, (*tag, precision, input_shape, str(core.device)), after=progress)
     return out

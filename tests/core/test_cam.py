@@ -442,31 +442,6 @@ def test_masked_batch_size_comes_from_the_free_memory(tiny, monkeypatch):
     assert batching.memory_cap(torch.device("cuda"), layers, shape) == min(batching.MAX_BATCH, 10**9 // per_item)
 
 
-def test_batch_size_is_judged_on_the_second_batch_of_each_size(monkeypatch):
-    """A fake clock: every new batch size pays a one-time set-up worth 20 items, and the time per
-    item falls until 8, then rises. Judged by first batches, size 1 would look best."""
-    from cnnvis_core.passes import batch_size as batching
-    clock = [0.0]
-    monkeypatch.setattr(batching.time, "perf_counter", lambda: clock[0])
-    per_item = {1: 1.0, 2: 0.8, 4: 0.6, 8: 0.5, 16: 0.7, 32: 0.9}
-    seen_sizes: set[int] = set()
-    sizes: list[int] = []
-
-    def work(start: int, stop: int) -> None:
-        size = stop - start
-        clock[0] += per_item.get(size, 1.0) * size + (0.0 if size in seen_sizes else 20.0)
-        seen_sizes.add(size)
-        sizes.append(size)
-
-    key, remembered = ("fake clock",), {}
-    batching.run_batched(200, work, cap=32, remembered=remembered, key=key)
-    assert sizes[:10] == [1, 1, 2, 2, 4, 4, 8, 8, 16, 16] and set(sizes[10:-1]) == {8}
-    assert remembered[key] == (8, True)
-    sizes.clear()
-    batching.run_batched(40, work, cap=32, remembered=remembered, key=key)  # settled: straight to 8
-    assert sizes == [8] * 5
-
-
 def test_separable_upsampling_is_torchs_bilinear_for_tensors_and_arrays():
     from torch.nn import functional as F
 
