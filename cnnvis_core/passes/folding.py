@@ -10,20 +10,29 @@ mode BatchNorm is the affine map ``y = γ (z − μ) / √(σ² + ε) + β``; af
     ``W' = W · s``,   ``b' = (b − μ) · s + β``,   ``s = γ / √(σ² + ε)`` (one per output channel)
 
 so the copy computes the same function (to float rounding) while skipping one full read and
-write of every folded activation. The graph is found with ``torch.fx``; a model it cannot
-trace, one with nothing to fold, or a copy whose logits differ from the model's on a probe
-input is not used (the model itself runs instead). The original model is never modified;
-the copy is kept per model (weakly, so it goes with the model).
+write of every folded activation.
+
+The pairs are found on one probe forward, without ``torch.fx``: symbolic tracing patches
+``nn.Module.__call__`` for the whole process while it runs, so another thread's modules (a
+session's preprocessing, another engine) would run through the tracer. Instead taps on the
+convolutions and BatchNorms (each called once per pass) see which BatchNorm takes exactly the
+tensor a convolution returned, and the autograd graph of that pass tells whether anything
+else reads it (the convolution's output node has a single consumer). A model with nothing to
+fold, or a copy whose logits differ from the model's on the probe, is not used (the model
+itself runs instead). The original model is never modified; the copy is kept in the core's
+per-model cache.
 """
 
 from __future__ import annotations
 
 import copy
+from collections import Counter
 
 import torch
-from torch import fx, nn
+from torch import nn
 
 from ..core import ModelCore
+from ..hooks import Tap, tapped
 
 
 def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -39,37 +48,80 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     return fused
 
 
-def _foldable(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    if node.op != "call_module" or type(modules.get(node.target)) is not nn.BatchNorm2d or len(node.args) != 1:
-        return False
-    source = node.args[0]
-    bn = modules[node.target]
-    return (isinstance(source, fx.Node) and source.op == "call_module"
-            and type(modules.get(source.target)) is nn.Conv2d and len(source.users) == 1
-            and bn.track_running_stats and bn.running_mean is not None and not node.kwargs)
+def foldable_pairs(core: ModelCore, probe: torch.Tensor) -> list[tuple[str, str]]:
+    """``(convolution, BatchNorm)`` names where the BatchNorm (in eval mode, with running
+    statistics) is the only reader of the convolution's output, both called once per pass.
+
+    One forward of ``probe`` with gradients on (call inside ``core.session()``): taps record
+    each convolution's output and each BatchNorm's input; the autograd graph counts readers.
+    """
+    calls: Counter[str] = Counter()
+    produced: dict[int, tuple[str, torch.Tensor]] = {}
+    fed: list[tuple[str, str, torch.Tensor]] = []
+
+    def conv_tap(name: str) -> Tap:
+        def action(_module: nn.Module, _inputs: tuple, output: object) -> None:
+            calls[name] += 1
+            if isinstance(output, torch.Tensor):
+                produced[id(output)] = (name, output)
+        return Tap(core.module(name), action, every_call=True)
+
+    def bn_tap(name: str) -> Tap:
+        def action(_module: nn.Module, inputs: tuple, _output: object) -> None:
+            calls[name] += 1
+            source = produced.get(id(inputs[0])) if inputs else None
+            if source is not None and source[1] is inputs[0]:
+                fed.append((source[0], name, source[1]))
+        return Tap(core.module(name), action, every_call=True)
+
+    convs = [n for n in core.named_modules_of_type(nn.Conv2d) if type(core.module(n)) is nn.Conv2d]
+    bns = [n for n in core.named_modules_of_type(nn.BatchNorm2d) if _has_statistics(core.module(n))]
+    x = probe.detach().clone().requires_grad_(True)
+    with torch.enable_grad(), tapped([*map(conv_tap, convs), *map(bn_tap, bns)]):
+        out = core.forward(x)
+    if not isinstance(out, torch.Tensor) or out.grad_fn is None:
+        return []
+    readers = _readers(out.grad_fn)
+    return [(conv, bn) for conv, bn, tensor in fed
+            if calls[conv] == 1 and calls[bn] == 1 and readers[tensor.grad_fn] == 1]
 
 
-def _fold_all(model: nn.Module) -> fx.GraphModule | None:
-    """The traced copy with every conv→BN pair folded; None when nothing folds."""
-    traced = fx.symbolic_trace(copy.deepcopy(model).eval())
-    modules = dict(traced.named_modules())
-    folded = 0
-    for node in list(traced.graph.nodes):
-        if _foldable(node, modules):
-            conv_node = node.args[0]
-            fused = fold_batchnorm(modules[conv_node.target], modules[node.target])
-            parent, _, leaf = conv_node.target.rpartition(".")
-            setattr(traced.get_submodule(parent) if parent else traced, leaf, fused)
-            modules[conv_node.target] = fused
-            node.replace_all_uses_with(conv_node)
-            traced.graph.erase_node(node)
-            folded += 1
-    if not folded:
+def _has_statistics(module: nn.Module) -> bool:
+    return (type(module) is nn.BatchNorm2d and module.track_running_stats and module.running_mean is not None
+            and module.running_var is not None)
+
+
+def _readers(root: torch.autograd.graph.Node) -> Counter:
+    """For every node of the autograd graph below ``root``: how many nodes read its output."""
+    readers: Counter = Counter()
+    seen, todo = {root}, [root]
+    while todo:
+        node = todo.pop()
+        for parent, _ in node.next_functions:
+            if parent is None:
+                continue
+            readers[parent] += 1
+            if parent not in seen:
+                seen.add(parent)
+                todo.append(parent)
+    return readers
+
+
+def _fold_all(core: ModelCore, probe: torch.Tensor) -> nn.Module | None:
+    """A copy of the model with every foldable pair folded; None when nothing folds."""
+    pairs = foldable_pairs(core, probe)
+    if not pairs:
         return None
-    traced.graph.lint()
-    traced.recompile()
-    traced.delete_all_unused_submodules()
-    return traced.eval().to(memory_format=torch.channels_last)
+    folded = copy.deepcopy(core.model).eval()
+    for conv, bn in pairs:
+        _replace(folded, conv, fold_batchnorm(core.module(conv), core.module(bn)))
+        _replace(folded, bn, nn.Identity())
+    return folded.to(memory_format=torch.channels_last)
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, module)
 
 
 def inference_copy(core: ModelCore, probe: torch.Tensor) -> nn.Module:
@@ -77,7 +129,7 @@ def inference_copy(core: ModelCore, probe: torch.Tensor) -> nn.Module:
 
     Call it inside ``core.session()``. The first call for a model and device builds the copy
     and checks it on ``probe`` (a ``(1, 3, H, W)`` input): its logits must match the model's to
-    1e-4 of their scale (two counted forward passes).
+    1e-4 of their scale (three counted forward passes: one finds the pairs, two compare).
     """
     folded = core.cache.get(("folded copy", str(probe.device)), lambda: _checked_copy(core, probe))
     return folded or core.model
@@ -85,10 +137,7 @@ def inference_copy(core: ModelCore, probe: torch.Tensor) -> nn.Module:
 
 def _checked_copy(core: ModelCore, probe: torch.Tensor) -> nn.Module | None:
     model = core.model
-    try:
-        fused = _fold_all(model)
-    except Exception:  # noqa: BLE001 - any model fx cannot trace (dynamic control flow…) keeps running as it is
-        return None
+    fused = _fold_all(core, probe)
     if fused is None:
         return None
     with torch.inference_mode():

@@ -516,19 +516,69 @@ def test_masked_passes_use_a_folded_copy_that_computes_the_same_function(monkeyp
     np.testing.assert_allclose(folded, plain, rtol=1e-4, atol=1e-7)
 
 
-def test_a_model_fx_cannot_trace_runs_as_it_is(tiny):
+def test_folding_needs_no_tracer_and_keeps_data_dependent_control_flow(tiny, monkeypatch):
+    """torch.fx cannot trace a data-dependent branch, and its tracing patches nn.Module.__call__ for the
+    whole process; the folding uses neither: the branchy model is folded and computes the same function."""
     from cnnvis_core.passes import folding as fused
 
     class Branchy(WithNorms):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            if x.sum() > 0:  # data-dependent control flow: torch.fx refuses it
+            if x.sum() > 0:  # data-dependent control flow
                 x = -x
             return super().forward(x)
 
+    monkeypatch.setattr(torch.fx, "symbolic_trace", lambda *a, **k: pytest.fail("folding traced the model"))
     engine = Engine(Branchy(), input_size=(SIZE, SIZE), device="cpu")
+    x = torch.randn(3, 3, SIZE, SIZE)
     with engine.session():
-        assert fused.inference_copy(engine, torch.randn(1, 3, SIZE, SIZE)) is engine.model
+        net = fused.inference_copy(engine, x[:1])
         assert fused.inference_copy(tiny[0], tiny[1]) is tiny[0].model  # no BatchNorm: nothing to fold
+    assert net is not engine.model and [type(m).__name__ for m in net.modules()].count("BatchNorm2d") == 1
+    for sign in (1, -1):
+        with torch.inference_mode():
+            np.testing.assert_allclose(net(sign * x), engine.model(sign * x), rtol=1e-5, atol=1e-6)
+    assert hook_count(engine.model) == 0
+
+
+def test_building_folded_copies_never_disturbs_other_threads(demo_engine):
+    """One thread builds folded copies of fresh engines in a loop while eight threads preprocess,
+    predict and compute CAMs on a shared engine: no exception, and every result equals the serial one."""
+    import threading
+
+    from cnnvis_core.demo import sample
+    from cnnvis_core.passes import folding as fused
+
+    images = [sample(500 + i)[0] for i in range(4)]
+    serial = [(demo_engine.predict(im, 3), demo_engine.cam(im, "gradcam").map) for im in images]
+    stop, errors = threading.Event(), []
+
+    def build() -> None:
+        while not stop.is_set():
+            engine = Engine.demo(device="cpu")
+            with engine.session():
+                fused.inference_copy(engine, engine.preprocess(images[0]))
+
+    def use(i: int) -> None:
+        try:
+            for _ in range(3):
+                image = images[i % 4]
+                top, heat = demo_engine.predict(image, 3), demo_engine.cam(image, "gradcam").map
+                assert [p.index for p in top] == [p.index for p in serial[i % 4][0]]
+                np.testing.assert_allclose(heat, serial[i % 4][1], atol=1e-5)
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    builder = threading.Thread(target=build)
+    builder.start()
+    users = [threading.Thread(target=use, args=(i,)) for i in range(8)]
+    for thread in users:
+        thread.start()
+    for thread in users:
+        thread.join()
+    stop.set()
+    builder.join()
+    assert not errors, errors
+    assert hook_count(demo_engine.model) == 0
 
 
 @pytest.mark.parametrize("n", [10, 5000])
