@@ -80,6 +80,53 @@ class ModelCache:
             return key in self._items
 
 
+class ModelLock:
+    """The model's lock: re-entrant, and quick calls go ahead of background batches.
+
+    A long job (Score-CAM's masked passes, a filter optimisation, a data set job) holds the lock
+    one batch at a time with ``background=True``; a quick call (a prediction, one gradient CAM, a
+    layer capture) waiting for the lock is let in before the next background batch starts, so it
+    waits at most for the batch in progress, not for the whole job. The thread that holds the lock
+    may take it again (nested calls), whatever its kind.
+    """
+
+    def __init__(self) -> None:
+        self._state = threading.Condition(threading.Lock())
+        self._owner: int | None = None
+        self._depth = 0
+        self._quick_waiting = 0
+
+    @contextmanager
+    def hold(self, background: bool = False) -> Iterator[None]:
+        me = threading.get_ident()
+        with self._state:
+            if self._owner == me:
+                self._depth += 1
+            else:
+                self._wait_turn(background)
+                self._owner, self._depth = me, 1
+        try:
+            yield
+        finally:
+            with self._state:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._owner = None
+                    self._state.notify_all()
+
+    def _wait_turn(self, background: bool) -> None:
+        """Wait (holding the condition) until the lock is free and, for a background batch, no quick
+        call is waiting."""
+        if background:
+            self._state.wait_for(lambda: self._owner is None and self._quick_waiting == 0)
+            return
+        self._quick_waiting += 1
+        try:
+            self._state.wait_for(lambda: self._owner is None)
+        finally:
+            self._quick_waiting -= 1
+
+
 def default_device() -> torch.device:
     """``cuda`` when a GPU is available, else ``cpu``."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -121,7 +168,7 @@ class ModelCore:
         self.counters = Counters()
         #: what analyses compute once per model (see :class:`ModelCache`)
         self.cache = ModelCache()
-        self._lock = threading.RLock()
+        self._lock = ModelLock()
         self._layers: list[LayerInfo] | None = None
         self._categories = list(categories) if categories is not None else None
         self._modules: dict[str, nn.Module] = dict(self.model.named_modules())
@@ -132,9 +179,12 @@ class ModelCore:
 
     # ------------------------------------------------------------------ the model
     @contextmanager
-    def session(self) -> Iterator[nn.Module]:
-        """Exclusive use of the model for one call: the lock held, every module in eval mode."""
-        with self._lock, eval_mode(self.model, self._module_list):
+    def session(self, background: bool = False) -> Iterator[nn.Module]:
+        """Exclusive use of the model for one call: the lock held, every module in eval mode.
+
+        ``background=True`` for one batch of a long job: a quick call waiting for the model goes
+        first (see :class:`ModelLock`)."""
+        with self._lock.hold(background), eval_mode(self.model, self._module_list):
             yield self.model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -237,7 +237,7 @@ def channel_peaks(core: ModelCore, images: Iterable, layers: str | Iterable[str]
     peaks: dict[str, torch.Tensor] = {}
     count = 0
     for x in preprocessed_batches(core, images, batch_size):
-        with core.session(), recorded_peaks(core, names, peaks), torch.no_grad():
+        with core.session(background=True), recorded_peaks(core, names, peaks), torch.no_grad():
             core.forward(x)
         count += x.shape[0]
     if count == 0:
@@ -280,7 +280,7 @@ def verify_pruning(core: ModelCore, images: Iterable, dead: DeadChannels | Mappi
     spec = _mask_spec(core, dead)
     change, top, changed, count = 0.0, 0.0, 0, 0
     for x in preprocessed_batches(core, images, batch_size):
-        with core.session(), torch.no_grad():
+        with core.session(background=True), torch.no_grad():
             plain = core.forward(x).float()
             with zeroed_channels(core, spec):
                 masked = core.forward(x).float()

@@ -48,7 +48,7 @@ def batched_logits(core: ModelCore, inputs_of: Callable[[torch.Tensor], torch.Te
     def work(start: int, stop: int) -> None:
         batch = inputs_of(torch.arange(start, stop, device=core.device))
         batch = batch.contiguous(memory_format=torch.channels_last)
-        with core.session(), torch.inference_mode(), \
+        with core.session(background=True), torch.inference_mode(), \
                 torch.autocast(core.device.type, dtype=torch.bfloat16, enabled=low):
             core.counters.add(forward=1)
             logits = net(batch)

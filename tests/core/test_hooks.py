@@ -129,3 +129,54 @@ def test_the_model_cache_builds_each_value_once_and_is_per_core():
     again = cache.get("k", lambda: builds.append(2) or [2])
     assert first is again and builds == [1] and "k" in cache and "other" not in cache
     assert ModelCache().get("k", list) == []
+
+
+def test_quick_calls_go_ahead_of_the_next_background_batch():
+    """While a background batch holds the lock, the job's next batch queues up first and a quick call
+    second; when the batch ends the quick call goes first (a plain lock serves the earlier waiter)."""
+    import threading
+    import time
+
+    from cnnvis_core.core import ModelLock
+
+    for trial in range(3):
+        lock, order = ModelLock(), []
+
+        def take(kind: str, lock: ModelLock = lock, order: list = order) -> None:
+            with lock.hold(background=kind == "batch"):
+                order.append(kind)
+
+        with lock.hold(background=True):  # the batch in progress
+            waiting = threading.Thread(target=take, args=("batch",))
+            waiting.start()
+            time.sleep(0.05)
+            quick = threading.Thread(target=take, args=("quick",))
+            quick.start()
+            time.sleep(0.05)
+            with lock.hold():  # re-entrant, whatever the kind
+                pass
+        waiting.join()
+        quick.join()
+        assert order == ["quick", "batch"], (trial, order)
+
+
+def test_the_lock_is_reentrant_and_exclusive_across_threads():
+    import threading
+
+    from cnnvis_core.core import ModelLock
+
+    lock, inside, overlaps = ModelLock(), [0], []
+
+    def use() -> None:
+        for _ in range(200):
+            with lock.hold(background=threading.get_ident() % 2 == 0), lock.hold():
+                inside[0] += 1
+                overlaps.append(inside[0])
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=use) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert set(overlaps) == {1} and len(overlaps) == 800
