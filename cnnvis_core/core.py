@@ -114,6 +114,12 @@ class ModelLock:
                     self._owner = None
                     self._state.notify_all()
 
+    @property
+    def held(self) -> bool:
+        """Whether some thread holds the lock now."""
+        with self._state:
+            return self._owner is not None
+
     def _wait_turn(self, background: bool) -> None:
         """Wait (holding the condition) until the lock is free and, for a background batch, no quick
         call is waiting."""
