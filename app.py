@@ -1,6 +1,8 @@
 """cnnvis dashboard: ``streamlit run app.py``.
 
-The navigation frame: the sidebar chooses the model and the image for every page.
+The navigation frame: the sidebar chooses the model and the image for every page; the page list
+is Streamlit's own navigation at the top (``.streamlit/config.toml`` hides the folder-based
+list of ``pages/`` that a fresh server would otherwise show until the first run ends).
 """
 
 import streamlit as st
@@ -10,52 +12,69 @@ from dashboard.state import (
     SAMPLE_COUNT,
     ChosenImage,
     ModelChoice,
+    Problem,
     architectures,
     choose,
     decode_upload,
     digest,
     engine_for,
+    error_message,
+    pretrained_status,
     sample_image,
     sample_label,
+    unavailable_message,
 )
+from dashboard.widget_state import default, keep_persisted, persist
 
 SOURCES = {"Demo model (offline)": "demo", "torchvision architecture": "torchvision",
            "Weights file": "file"}
 
 
-def model_choice() -> tuple[ModelChoice, bytes | None] | None:
+def model_choice() -> tuple[ModelChoice, bytes | None, Problem | None]:
+    """The model picked in the sidebar, the bytes of an uploaded weights file, and why it cannot
+    be loaded before even trying (None: try it)."""
     label = st.radio("Model", list(SOURCES), key="model_source")
     source = SOURCES[label]
     if source == "demo":
-        return ModelChoice("demo"), None
+        return ModelChoice("demo"), None, None
     archs = architectures()
-    arch = st.selectbox("Architecture", archs, index=archs.index("resnet18"), key="arch")
+    default("arch", "resnet18")
+    arch = st.selectbox("Architecture", archs, key="arch")
     if source == "torchvision":
-        pretrained = st.toggle("Pretrained weights (download or cache)", value=True, key="pretrained",
+        status = pretrained_status(arch)
+        # what works here is the default: pretrained where the weights can be had, else random
+        default("pretrained", status.available)
+        pretrained = st.toggle("Pretrained weights (download or cache)", key="pretrained",
                                help="Off: random weights, on purpose.")
-        return ModelChoice("torchvision", arch, "DEFAULT" if pretrained else None), None
+        choice = ModelChoice("torchvision", arch, "DEFAULT" if pretrained else None)
+        if not pretrained and not status.available:
+            st.caption(f"{arch}'s pretrained weights are not in the cache and cannot be downloaded here.")
+        if pretrained and not status.available:
+            return choice, None, Problem("warning", unavailable_message(status))
+        return choice, None, None
     upload = st.file_uploader("State dict (.pth, .pt, .safetensors)", type=["pth", "pt", "safetensors"],
                               key="weights_file")
     if upload is None:
-        st.info("Upload a weights file for the chosen architecture.")
-        return None
+        return ModelChoice("file", arch), None, Problem("info", f"Upload a weights file for {arch} in the sidebar.")
     data = upload.getvalue()
-    return ModelChoice("file", arch, None, digest(data), upload.name), data
+    return ModelChoice("file", arch, None, digest(data), upload.name), data, None
 
 
-def model_section() -> Engine | None:
-    """Choose the model; its engine, or None when there is none to use."""
-    picked = model_choice()
-    if picked is None:
-        return None
-    choice, data = picked
+def model_section() -> tuple[Engine | None, ModelChoice, Problem | None]:
+    """Choose the model: its engine (None when there is none to use), the choice, and why there
+    is no engine, in words for the page."""
+    choice, data, problem = model_choice()
+    if problem is not None:
+        problem.show()
+        return None, choice, problem
     try:
         engine = engine_for(choice, data)
     except CnnvisError as error:
-        st.error(str(error), icon="⚠️")
-        return None
+        message = error_message(error, choice)
+        st.error(message, icon="⚠️")
+        return None, choice, Problem("warning", f"The model ({choice.title}) could not be loaded: {message}")
     st.caption(f"**{choice.title}** · device: `{engine.device}` · input {engine.input_size[0]}×{engine.input_size[1]}")
-    return engine
+    return engine, choice, None
 
 
 def image_section() -> ChosenImage:
@@ -100,15 +119,18 @@ pages = [
     st.Page("pages/cam.py", title="Class activation maps", icon="🔥"),
     st.Page("pages/optimize.py", title="Filter optimisation", icon="✨"),
 ]
-navigation = st.navigation(pages)
+# at the top: .streamlit/config.toml turns the sidebar's page list off (see the module docstring)
+navigation = st.navigation(pages, position="top")
+keep_persisted()  # every page's settings survive runs that do not draw them (dashboard.widget_state)
+persist("model_source", "arch", "pretrained", "sample_index")
 
 with st.sidebar:
     st.title("cnnvis")
-    engine = model_section()
+    engine, model, problem = model_section()
     passes = st.empty()
     st.divider()
     chosen = image_section()
-choose(engine, chosen)
+choose(engine, chosen, model, problem)
 
 model_passes(passes, engine)
 navigation.run()

@@ -29,7 +29,7 @@ from .errors import InputError
 from .hooks import record_outputs
 from .layers import LayerInfo
 from .render import colorize
-from .sheets import enlarge, enlarge_factor, grid_shape, layout, titled_sheet
+from .sheets import Style, enlarge, enlarge_factor, fit_grid, grid_shape, layout, scale_under, titled_sheet, value_range
 
 #: channel orders: by channel index, or by mean activation (strongest first)
 ORDERS: tuple[str, ...] = ("index", "mean")
@@ -145,7 +145,7 @@ def scale_maps(maps: torch.Tensor, scaling: str = "channel",
 
 def channel_grid(maps: torch.Tensor, channels: Sequence[int] | None = None, cmap: str = "viridis",
                  scaling: str = "channel", ncols: int | None = None, min_tile: int = 40,
-                 padding: int = 2, labels: bool = True) -> np.ndarray:
+                 padding: int = 2, labels: bool = True, style: Style | None = None) -> np.ndarray:
     """The chosen channels of ``maps`` ``(C, H, W)`` as ONE uint8 RGB image.
 
     Tiles in the order of ``channels`` (all, by default), row-major with ``ncols`` per row
@@ -153,6 +153,11 @@ def channel_grid(maps: torch.Tensor, channels: Sequence[int] | None = None, cmap
     layer's min and max, not just these channels'), coloured with ``cmap``, enlarged by an
     integer factor to at least ``min_tile`` pixels (nearest), and titled with its channel
     index (``labels``; without them the layout is exactly :func:`~cnnvis_core.sheets.layout`).
+
+    With a ``style`` (a picture to show, :class:`~cnnvis_core.sheets.Style`) the sheet is fitted
+    to its width instead (``min_tile`` and ``padding`` come from the style), each map on its own
+    scale gets its min–max printed under its index, and a colour scale goes under the sheet: the
+    layer's min and max, or for ``channel`` scaling "min" to "max" of each map.
     """
     if maps.dim() != 3:
         raise InputError(f"A channel grid needs (C, H, W) maps, got shape {tuple(maps.shape)}.")
@@ -161,11 +166,27 @@ def channel_grid(maps: torch.Tensor, channels: Sequence[int] | None = None, cmap
         raise InputError("No channels to show.")
     bounds = (float(maps.min()), float(maps.max()))
     unit = scale_maps(maps[picked], scaling, bounds)
-    tiles = enlarge(colorize(unit.numpy(), cmap), enlarge_factor(min(maps.shape[1:]), min_tile))
-    _, cols = grid_shape(len(picked), ncols)
-    if labels:
-        return titled_sheet(tiles, [(str(c),) for c in picked], cols, padding, size=10)
-    return layout(tiles, cols, padding)
+    coloured = colorize(unit.numpy(), cmap)
+    if style is None:
+        tiles = enlarge(coloured, enlarge_factor(min(maps.shape[1:]), min_tile))
+        _, cols = grid_shape(len(picked), ncols)
+        if labels:
+            return titled_sheet(tiles, [(str(c),) for c in picked], cols, padding, size=10)
+        return layout(tiles, cols, padding)
+    own = scaling == "channel"
+    wide = style.px(max(style.min_tile, 64 if own else 0))          # room for "-0.52 to 1.3" under a map
+    factor, cols = fit_grid(len(picked), tuple(maps.shape[1:]), style.px(style.width), wide,
+                            style.px(style.max_tile), style.px(style.padding), ncols)
+    if own:
+        lows, highs = torch.aminmax(maps[picked].detach().float().reshape(len(picked), -1), dim=1)
+        titles = [(str(c), value_range(lo, hi)) for c, lo, hi in zip(picked, lows.tolist(), highs.tolist())]
+    else:
+        titles = [(str(c),) for c in picked]
+    sheet = titled_sheet(enlarge(coloured, factor), titles, cols, style.px(style.padding), size=style.px(style.text))
+    if own:
+        return scale_under(sheet, style, cmap, *bounds, "each map from its own min to its max (printed under it)",
+                           ("min", "max"))
+    return scale_under(sheet, style, cmap, *bounds, "activation, one scale for the layer")
 
 
 # ---------------------------------------------------------------------------- summaries
@@ -179,11 +200,23 @@ def sum_map(maps: torch.Tensor) -> np.ndarray:
     return maps.detach().float().sum(0).cpu().numpy()
 
 
-def map_image(values: np.ndarray, cmap: str = "gray", min_size: int = 256) -> np.ndarray:
+def max_map(maps: torch.Tensor) -> np.ndarray:
+    """The maximum over channels ``max_c A_c`` of ``(C, H, W)`` maps, ``(H, W)``: where any
+    channel responds strongly, which the sum (``C`` × the mean) averages away."""
+    return maps.detach().float().amax(0).cpu().numpy()
+
+
+def map_image(values: np.ndarray, cmap: str = "gray", min_size: int = 256, style: Style | None = None,
+              label: str = "") -> np.ndarray:
     """A 2-D array as a uint8 RGB picture: min–max scaled, coloured, enlarged (nearest) to at
-    least ``min_size`` pixels on its shorter side."""
+    least ``min_size`` pixels on its shorter side. With a ``style``: enlarged to about its
+    width (``min_size`` ignored) with a colour scale of the values under it, titled ``label``."""
     unit = scale_maps(torch.as_tensor(np.asarray(values, np.float32))[None], "channel")[0].numpy()
-    return enlarge(colorize(unit, cmap)[None], enlarge_factor(min(unit.shape), min_size))[0]
+    if style is None:
+        return enlarge(colorize(unit, cmap)[None], enlarge_factor(min(unit.shape), min_size))[0]
+    factor = max(1, style.px(style.width) // unit.shape[1])
+    picture = enlarge(colorize(unit, cmap)[None], factor)[0]
+    return scale_under(picture, style, cmap, float(np.min(values)), float(np.max(values)), label)
 
 
 @dataclass(frozen=True)
@@ -254,20 +287,31 @@ def depth_stats(layers: Sequence[LayerInfo], outputs: Mapping[str, torch.Tensor]
 
 
 def overview_sheet(layers: Sequence[LayerInfo], outputs: Mapping[str, torch.Tensor], ncols: int = 8,
-                   tile: int = 112, cmap: str = "gray") -> np.ndarray:
+                   tile: int = 112, cmap: str = "gray", style: Style | None = None) -> np.ndarray:
     """Every spatial layer's channel mean, one tile per layer titled by name and kind, as one
     image: the whole network's outputs on one sheet.
 
     Each mean map is min–max scaled on its own and resized (bilinear) to ``tile × tile``;
-    1×1 maps (after global pooling) have nothing to show and are left out.
+    1×1 maps (after global pooling) have nothing to show and are left out. With a ``style``, the
+    tiles fill its width in ``ncols`` columns (``tile`` ignored), each title gets a third line
+    with the map's own min–max, and a colour scale goes under the sheet.
     """
     chosen = [info for info in layers if info.name in outputs and outputs[info.name].dim() == 3
               and outputs[info.name].shape[1] * outputs[info.name].shape[2] > 1]
     if not chosen:
         raise InputError("None of the chosen layers has spatial feature maps to show.")
+    padding = 4 if style is None else style.px(style.padding + 2)
+    if style is not None:
+        cols = grid_shape(len(chosen), ncols)[1]
+        tile = max(8, (style.px(style.width) - padding) // cols - padding)
     means = [outputs[info.name].detach().float().mean(0) for info in chosen]
     tiles = torch.cat([F.interpolate(m[None, None], size=(tile, tile), mode="bilinear", align_corners=False)[0]
                        for m in means])
     unit = scale_maps(tiles, "channel").numpy()
     titles = [(info.name, f"{info.kind} {'x'.join(map(str, info.output_shape))}") for info in chosen]
-    return titled_sheet(colorize(unit, cmap), titles, ncols)
+    if style is None:
+        return titled_sheet(colorize(unit, cmap), titles, ncols)
+    titles = [(*title, value_range(float(m.min()), float(m.max()))) for title, m in zip(titles, means)]
+    sheet = titled_sheet(colorize(unit, cmap), titles, ncols, padding, size=style.px(style.text))
+    return scale_under(sheet, style, cmap, 0.0, 1.0, "each layer's channel mean from its own min to its max",
+                       ("min", "max"))

@@ -55,10 +55,12 @@ def load_image_with_notes(
     ``source`` is a path, bytes or a binary file-like object (read from its start). Images
     with more than ``max_pixels`` pixels are refused; those whose longest side exceeds
     ``max_side`` are downscaled, aspect ratio kept. Only the first frame of an animation is
-    used, the EXIF orientation is applied and alpha is composited over white. 16-bit images are
-    scaled by their full range (value / 257); 32-bit integer ("I") images likewise when their
-    values fit 0..65535, float ("F") ones from 0..1 or 0..255 when they fit; otherwise both are
-    stretched from their own min..max. Raises :class:`InputError` for unusable input.
+    used, the EXIF orientation is applied and alpha is composited over white. 16-bit and 32-bit
+    integer images are stretched from their true range, their own min..max, to 0..255 (a
+    12-bit sensor's 1000..17320 would be nearly black divided by 257); a constant one is scaled by
+    the full 16-bit range. Float ("F") images are read as 0..1 or 0..255 when they fit, else
+    stretched from their own min..max. The note says which. Raises :class:`InputError` for
+    unusable input.
     """
     data = _read_source(source)
     notes: list[str] = []
@@ -207,13 +209,10 @@ def _to_rgb(im: Image.Image, notes: list[str]) -> Image.Image:
 
     Integer ("I") and float ("F") images are scaled by :func:`_scale_to_uint8`.
     """
-    if im.mode.startswith("I;16"):
-        notes.append("Converted from 16-bit grayscale.")
-        return _gray_to_rgb(np.asarray(im, dtype=np.float64) / 257.0)
-    if im.mode in ("I", "F"):
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
         values, how = _scale_to_uint8(np.asarray(im, dtype=np.float64), im.mode)
-        kind = "32-bit integer" if im.mode == "I" else "floating-point"
-        notes.append(f"Converted from {kind} grayscale ({how}).")
+        kind = {"I": "32-bit integer", "F": "floating-point"}.get(im.mode, "16-bit")
+        notes.append(f"Converted from {kind} grayscale: {how}.")
         return _gray_to_rgb(values)
     if im.has_transparency_data:
         rgba = (im.convert("LA") if im.mode == "La" else im).convert("RGBA")  # no La→RGBA in PIL
@@ -225,19 +224,24 @@ def _to_rgb(im: Image.Image, notes: list[str]) -> Image.Image:
 
 
 def _scale_to_uint8(values: np.ndarray, mode: str) -> tuple[np.ndarray, str]:
-    """Map "I"/"F" pixel values to 0..255 and say how.
+    """Map integer ("I;16…", "I") or float ("F") pixel values to 0..255 and say how.
 
-    Mode "I" values within 0..65535 are read as 16-bit (divided by 257); "F" values within
-    0..1 are multiplied by 255 and within 0..255 are kept. Anything else is stretched from its
-    own min..max (a constant image then becomes black). NaN and infinities count as 0.
+    Integers are stretched from their own min..max, the true range of the data (a constant
+    image, which has none, is divided by 257 as a 16-bit one). "F" values within 0..1 are
+    multiplied by 255 and within 0..255 kept; other floats are stretched from their own min..max.
+    NaN and infinities count as 0.
     """
     values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
     low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
-    for top, factor in ((65535, 257.0),) if mode == "I" else ((1, 1 / 255), (255, 1.0)):
-        if low >= 0 and high <= top:
-            return values / factor, f"values scaled from 0–{top}"
+    if mode == "F":
+        for top, factor in ((1, 1 / 255), (255, 1.0)):
+            if low >= 0 and high <= top:
+                return values / factor, f"values read as 0–{top}"
+    elif high <= low:
+        level = min(max(low, 0.0), 65535.0)
+        return np.full_like(values, level / 257.0), f"a constant {low:g}, scaled from the full range 0–65535"
     stretched = (values - low) * (255.0 / max(high - low, 1e-12))
-    return stretched, f"values stretched from {low:g}–{high:g}"
+    return stretched, f"values {low:g}–{high:g} (their own range) stretched to 0–255"
 
 
 def _gray_to_rgb(values: np.ndarray) -> Image.Image:

@@ -58,15 +58,22 @@ def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.5, cmap: str 
     """Blend a heat map (values in [0, 1], any resolution) over ``image``.
 
     The map is resized bilinearly to the image's size, coloured, and mixed as
-    ``(1 - alpha) · image + alpha · colour``.
+    ``(1 - alpha) · image + alpha · colour``. NaN in the map marks pixels it says nothing about
+    (a photo's parts the model's crop left out, :meth:`cnnvis_core.view.Window.to_photo`):
+    those keep the image's own colours, darkened by ``alpha / 2``, uncoloured.
     """
     if not 0.0 <= alpha <= 1.0:
         raise InputError(f"Opacity must be between 0 and 1, got {alpha}.")
-    heat_img = Image.fromarray(np.clip(np.asarray(heat, np.float32) * 255 + 0.5, 0, 255).astype(np.uint8))
+    heat = np.asarray(heat, np.float32)
+    unknown = np.isnan(heat)
+    heat_img = Image.fromarray(np.clip(np.where(unknown, 0, heat) * 255 + 0.5, 0, 255).astype(np.uint8))
     heat_img = heat_img.resize(image.size, Image.Resampling.BILINEAR)
     coloured = colorize(np.asarray(heat_img, np.float32) / 255.0, cmap).astype(np.float32)
     base = np.asarray(image.convert("RGB"), np.float32)
     mixed = (1.0 - alpha) * base + alpha * coloured
+    if unknown.any():
+        outside = np.asarray(Image.fromarray(unknown).resize(image.size, Image.Resampling.NEAREST))
+        mixed[outside] = base[outside] * (1.0 - alpha / 2)
     return Image.fromarray(np.clip(mixed + 0.5, 0, 255).astype(np.uint8))
 
 
@@ -81,34 +88,65 @@ def to_png_bytes(image: Image.Image | np.ndarray, compress_level: int = 6) -> by
 
 
 def color_bar(cmap: str, low: float, high: float, width: int = 256, label: str = "",
-              text_size: int = 12) -> np.ndarray:
+              text_size: int = 12, ends: tuple[str, str] | None = None) -> np.ndarray:
     """A horizontal colour scale as a uint8 RGB image ``width`` pixels wide: the colormap from
     ``low`` (left) to ``high`` (right) with both values printed under its ends, and ``label``
     (what the values are) between them; white background. Put it under a picture whose colours
     came from ``colorize(unit, cmap)`` with ``unit = (v − low) / (high − low)``, so a reader can
-    read values back off the colours."""
+    read values back off the colours.
+
+    ``ends`` replaces the two printed values with words (``("min", "max")`` for pictures whose
+    tiles are each scaled on their own); a label too long to fit between the ends goes under them,
+    on as many lines of the bar's width as it needs."""
     width = max(64, int(width))
     bar_height, gap = max(8, text_size), 3
     text = _text_font(text_size)
+    low_text, high_text = ends if ends is not None else (_number(low), _number(high))
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    room = width - probe.textlength(low_text, font=text) - probe.textlength(high_text, font=text) - 2 * text_size
+    below = _wrap(probe, label, text, width) if label and probe.textlength(label, font=text) > room else []
     bar = colorize(np.tile(np.linspace(0.0, 1.0, width, dtype=np.float32), (bar_height, 1)), cmap)
-    canvas = Image.new("RGB", (width, bar_height + gap + text_size + 4), (255, 255, 255))
+    canvas = Image.new("RGB", (width, bar_height + gap + (1 + len(below)) * (text_size + 4)), (255, 255, 255))
     canvas.paste(Image.fromarray(bar), (0, 0))
     draw = ImageDraw.Draw(canvas)
     top = bar_height + gap
-    low_text, high_text = _number(low), _number(high)
     draw.text((0, top), low_text, fill=(0, 0, 0), font=text)
     draw.text((width, top), high_text, fill=(0, 0, 0), font=text, anchor="ra")
-    if label:
+    for k, line in enumerate(below, start=1):
+        draw.text((0, top + k * (text_size + 4)), line, fill=(60, 60, 60), font=text)
+    if label and not below:
         draw.text((width // 2, top), label, fill=(60, 60, 60), font=text, anchor="ma")
     return np.asarray(canvas)
 
 
-def with_color_bar(picture: np.ndarray, cmap: str, low: float, high: float, label: str = "") -> np.ndarray:
-    """``picture`` (H×W×3 uint8) with :func:`color_bar` under it, as wide as the picture."""
-    width = picture.shape[1]
-    bar = color_bar(cmap, low, high, width, label, text_size=max(10, min(16, width // 40)))
-    pad = np.full((6, width, 3), 255, np.uint8)
-    return np.concatenate([np.asarray(picture, np.uint8), pad, bar])
+def _wrap(draw: ImageDraw.ImageDraw, text: str, face: ImageFont.ImageFont, width: int) -> list[str]:
+    """``text`` broken at spaces into lines at most ``width`` pixels wide (a longer word alone)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textlength(f"{lines[-1]} {word}", font=face) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
+def with_color_bar(picture: np.ndarray, cmap: str, low: float, high: float, label: str = "", *,
+                   text_size: int | None = None, width: int | None = None,
+                   ends: tuple[str, str] | None = None) -> np.ndarray:
+    """``picture`` (H×W×3 uint8) with :func:`color_bar` under it, as wide as the picture (or
+    ``width`` pixels, left-aligned, on white); ``text_size`` defaults to a fortieth of the width,
+    10 to 16 px (give it for a picture drawn at a multiple of its shown size)."""
+    picture = np.asarray(picture, np.uint8)
+    span = picture.shape[1] if width is None else min(int(width), picture.shape[1])
+    size = text_size if text_size is not None else max(10, min(16, span // 40))
+    bar = color_bar(cmap, low, high, span, label, text_size=size, ends=ends)
+    full = max(picture.shape[1], bar.shape[1])    # the bar is at least 64 px wide
+
+    def widen(part: np.ndarray) -> np.ndarray:
+        extra = full - part.shape[1]
+        return part if not extra else np.concatenate([part, np.full((part.shape[0], extra, 3), 255, np.uint8)], 1)
+    pad = np.full((6, full, 3), 255, np.uint8)
+    return np.concatenate([widen(picture), pad, widen(bar)])
 
 
 def _number(value: float) -> str:

@@ -13,7 +13,12 @@ Weights come from one of three places:
   names are still those of the architecture).
 * a weights file (path, bytes or binary file object): a state dict saved with
   ``torch.save(model.state_dict(), path)`` or with safetensors. Pickles holding anything but
-  tensors are refused, never executed.
+  tensors are refused, never executed. Messages name the file: a path by its base name, a file
+  object by its ``.name`` (so bytes wrapped as ``f = io.BytesIO(data); f.name = "resnet_full.pt"``
+  are named too; plain bytes are "in-memory bytes").
+
+:func:`pretrained_status` tells, before anything is built, whether pretrained weights can be had:
+in torch.hub's cache, or downloadable (a bounded reachability probe, never a long hang).
 """
 
 from __future__ import annotations
@@ -22,7 +27,11 @@ import difflib
 import io
 import os
 import pickle
+import socket
+import threading
+import time
 import urllib.error
+import urllib.parse
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -167,7 +176,7 @@ def _build_pretrained(arch: str, w: Any, progress: bool) -> ZooModel:
 
 def _unavailable_message(arch: str, w: Any, exc: BaseException) -> str:
     """Explain why pretrained weights could not be had, and what to do instead."""
-    cache = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(w.url))
+    cache = _cache_path(w)
     if os.path.exists(cache):
         what = (
             f"The pretrained weights {w} for {arch} are in the cache at {cache}, but could "
@@ -180,10 +189,98 @@ def _unavailable_message(arch: str, w: Any, exc: BaseException) -> str:
             f"internet connection here: {exc}). Download {w.url} elsewhere and put the file "
             f"at {cache} (exactly that path); it is then used without a download."
         )
+    return f"{what} {unavailable_advice(arch)}"
+
+
+def unavailable_advice(arch: str) -> str:
+    """The last sentence of a :class:`WeightsUnavailableError`'s message: the library's ways out
+    (an application replaces it with its own words for the same choices)."""
     return (
-        f"{what} Alternatively, pass weights=<path to a weights file> to load a state dict "
+        "Alternatively, pass weights=<path to a weights file> to load a state dict "
         f"from a file, or weights=None to build {arch} with random (untrained) weights."
     )
+
+
+# --------------------------------------------------------------------------- availability
+
+
+def _cache_path(w: Any) -> str:
+    """Where torch.hub keeps (or would keep) the file of weights ``w``."""
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(w.url))
+
+
+@dataclass(frozen=True)
+class PretrainedStatus:
+    """Whether pretrained weights can be had without building anything.
+
+    ``cached``: the file is in torch.hub's cache (``path``); ``reachable``: the download server
+    answered a quick probe (None when the cache made the probe unnecessary). ``available`` is
+    either of the two.
+    """
+
+    arch: str
+    weights: str
+    path: str
+    url: str
+    cached: bool
+    reachable: bool | None
+
+    @property
+    def available(self) -> bool:
+        return self.cached or bool(self.reachable)
+
+
+#: how long a probe of the download server may take, and how long its answer is remembered
+PROBE_TIMEOUT_S = 1.0
+PROBE_MEMORY_S = 300.0
+_probes: dict[str, tuple[float, bool]] = {}
+_probes_lock = threading.Lock()
+
+
+def download_reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether the host of ``url`` accepts a TCP connection within ``timeout`` seconds.
+
+    The probe runs in a daemon thread that is waited for at most ``timeout`` + 0.5 s, so a slow
+    name lookup cannot hang the caller either; the answer is remembered per host for
+    :data:`PROBE_MEMORY_S` seconds. Offline it answers False at once (the lookup fails)."""
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    now = time.monotonic()
+    with _probes_lock:
+        known = _probes.get(host)
+    if known is not None and now - known[0] < PROBE_MEMORY_S:
+        return known[1]
+    answer: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    worker = threading.Thread(target=probe, name="cnnvis-weights-probe", daemon=True)
+    worker.start()
+    worker.join(timeout + 0.5)
+    reachable = bool(answer and answer[0])
+    with _probes_lock:
+        _probes[host] = (now, reachable)
+    return reachable
+
+
+def pretrained_status(name: str, weights: str = "DEFAULT") -> PretrainedStatus:
+    """Can torchvision's pretrained ``weights`` of ``name`` be had here? The cache is looked at
+    first; only when the file is not there is the download server probed (bounded, see
+    :func:`download_reachable`). Raises :class:`ModelError` for an unknown architecture or
+    weights name."""
+    arch = _check_name(name)
+    member = _weights_member(arch, weights)
+    if member is None:
+        raise ModelError(f"{weights!r} is no weights name of {arch}.")
+    path = _cache_path(member)
+    cached = os.path.isfile(path)
+    reachable = None if cached else download_reachable(member.url)
+    return PretrainedStatus(arch, str(member), path, member.url, cached, reachable)
 
 
 # --------------------------------------------------------------------------- weights files

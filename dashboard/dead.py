@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
-from cnnvis_core import Engine
+from cnnvis_core import CnnvisError, Engine
 from cnnvis_core.demo import sample
 from cnnvis_core.pruning import ChannelPeaks, DeadChannels, PruningCheck
 
@@ -46,13 +46,42 @@ def demo_images(count: int) -> ImageSet:
     return ImageSet(f"demo:{count}", stream)
 
 
-def uploaded_images(files: list) -> ImageSet:
-    """Uploaded files, decoded lazily (InputError names a bad one)."""
-    pairs = [(f.file_id, f.getvalue()) for f in files]
+@dataclass(frozen=True)
+class Uploads:
+    """Uploaded files sorted out: the readable ones as an :class:`ImageSet` (None when there is
+    none), and ``(file name, reason)`` for each file that cannot be used."""
+
+    images: ImageSet | None
+    used: int
+    skipped: tuple[tuple[str, str], ...]
+
+
+def uploaded_images(files: list) -> Uploads:
+    """The readable uploads as an image set (decoded once per upload, cached; the stream reads
+    them from that cache), and each unreadable one with its reason: one bad file among many
+    only leaves itself out."""
+    good, skipped = [], []
+    for upload in files:
+        data = upload.getvalue()
+        try:
+            decode_upload(upload.file_id, data)
+        except CnnvisError as error:
+            skipped.append((upload.name, str(error)))
+        else:
+            good.append((upload.file_id, data))
 
     def stream() -> Iterator[Image.Image]:
-        return (decode_upload(file_id, data)[0] for file_id, data in pairs)
-    return ImageSet("uploads:" + ",".join(file_id for file_id, _ in pairs), stream)
+        return (decode_upload(file_id, data)[0] for file_id, data in good)
+    images = ImageSet("uploads:" + ",".join(file_id for file_id, _ in good), stream) if good else None
+    return Uploads(images, len(good), tuple(skipped))
+
+
+def file_stem(engine_stem: str, images: ImageSet) -> str:
+    """A file-name stem for the downloads: the model and the image set
+    (``demonet_dead_channels_demo16``, ``resnet18_dead_channels_uploads5``)."""
+    kind, _, rest = images.key.partition(":")
+    count = rest if kind == "demo" else str(len(rest.split(",")))
+    return state.safe_stem(engine_stem, "dead_channels", f"{kind}{count}")
 
 
 @st.cache_data(max_entries=16, show_spinner="Running the images through the model…", hash_funcs=HASH_FUNCS)
@@ -74,20 +103,21 @@ def of_kinds(dead: DeadChannels, kinds: list[str]) -> DeadChannels:
 
 
 def fraction_figure(dead: DeadChannels) -> go.Figure:
-    """Fraction of dead channels per layer, in execution order, one colour per layer type."""
+    """Fraction of dead channels per layer, one horizontal bar per layer in execution order (top
+    to bottom; the names read horizontally), one colour per layer type."""
     figure = go.Figure()
     top = min(1.0, max(0.1, 1.15 * max((layer.fraction for layer in dead.layers), default=0.0)))  # small bars show
     for kind in dict.fromkeys(layer.kind for layer in dead.layers):
         layers = [layer for layer in dead.layers if layer.kind == kind]
         figure.add_trace(go.Bar(
-            x=[layer.name for layer in layers], y=[layer.fraction for layer in layers], name=kind,
+            y=[layer.name for layer in layers], x=[layer.fraction for layer in layers], name=kind, orientation="h",
             customdata=[[len(layer.dead), layer.channels] for layer in layers],
-            hovertemplate="%{x}<br>%{customdata[0]} of %{customdata[1]} dead (%{y:.1%})<extra></extra>"))
+            hovertemplate="%{y}<br>%{customdata[0]} of %{customdata[1]} dead (%{x:.1%})<extra></extra>"))
     figure.update_layout(title=f"Fraction of dead channels per layer ({dead.images} images, ε = {dead.eps:g})",
-                         yaxis=dict(title="dead", tickformat=".0%", range=[0, top]),
-                         xaxis=dict(categoryorder="array", categoryarray=[layer.name for layer in dead.layers],
-                                    tickangle=-60, automargin=True),
-                         height=460, margin=dict(l=10, r=10, t=60, b=10),
+                         xaxis=dict(title="dead", tickformat=".0%", range=[0, top]),
+                         yaxis=dict(categoryorder="array", categoryarray=[layer.name for layer in dead.layers][::-1],
+                                    tickangle=0, automargin=True),
+                         height=140 + 18 * len(dead.layers), margin=dict(l=10, r=10, t=60, b=10),
                          legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
     return figure
 

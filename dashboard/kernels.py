@@ -15,9 +15,8 @@ import torch
 
 from cnnvis_core import Engine
 from cnnvis_core import kernels as kx
-from cnnvis_core.sheets import sheet_png
 
-from .state import HASH_FUNCS
+from .state import HASH_FUNCS, Picture, picture, sheet_style
 
 
 @st.cache_resource(max_entries=16, ttl=3600, show_spinner=False, hash_funcs=HASH_FUNCS)
@@ -33,23 +32,35 @@ def conv_shapes(engine: Engine) -> dict[str, tuple[int, ...]]:
 
 
 @st.cache_data(max_entries=64, show_spinner=False, hash_funcs=HASH_FUNCS)
-def rgb_png(engine: Engine, layer: str, scaling: str) -> bytes:
-    """Every filter of a 3-input-channel conv as an RGB tile, one PNG."""
-    return sheet_png(kx.rgb_kernels(weight(engine, layer), scaling))
+def rgb_picture(engine: Engine, layer: str, scaling: str) -> Picture:
+    """Every filter of a 3-input-channel conv as an RGB tile, with the scale under them."""
+    w = weight(engine, layer)
+    style = sheet_style()
+    return picture(kx.rgb_kernels(w, scaling, style=style), style)
 
 
 @st.cache_data(max_entries=64, show_spinner=False, hash_funcs=HASH_FUNCS)
-def slices_png(engine: Engine, layer: str, out_channel: int, scaling: str, cmap: str) -> bytes:
-    """The per-input-channel slices of one filter, one PNG."""
-    return sheet_png(kx.filter_slices(weight(engine, layer), out_channel, scaling, cmap))
+def slices_picture(engine: Engine, layer: str, out_channel: int, scaling: str, cmap: str) -> Picture:
+    """The per-input-channel slices of one filter, with the scale under them."""
+    w = weight(engine, layer)
+    style = sheet_style()
+    return picture(kx.filter_slices(w, out_channel, scaling, cmap, style=style), style)
+
+
+def page_size(shape: tuple[int, ...], per_page: int) -> int:
+    """Kernels on a page of "All kernels": ``per_page`` rounded down to whole rows (a page starts
+    with a filter's first kernel)."""
+    return kx.whole_rows(shape[1], per_page)
 
 
 @st.cache_data(max_entries=64, show_spinner=False, hash_funcs=HASH_FUNCS)
 def kernel_page(engine: Engine, layer: str, page: int, per_page: int, scaling: str, cmap: str
-                ) -> tuple[bytes, kx.KernelPage]:
-    """One page of every (out, in) kernel as a PNG, with where it sits."""
-    shown = kx.kernel_page(weight(engine, layer), page, per_page, scaling, cmap)
-    return sheet_png(shown.image), shown
+                ) -> tuple[Picture, kx.KernelPage]:
+    """One page of every (out, in) kernel with labelled axes and the scale, and where it sits
+    (``per_page`` from :func:`page_size`)."""
+    style = sheet_style()
+    shown = kx.kernel_page(weight(engine, layer), page, per_page, scaling, cmap, style=style)
+    return picture(shown.image, style), shown
 
 
 def histogram_figure(engine: Engine, layer: str) -> go.Figure:

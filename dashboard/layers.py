@@ -11,7 +11,6 @@ page of channels, the order, the colormap or the view never runs the model again
 from __future__ import annotations
 
 import io
-import json
 
 import numpy as np
 import plotly.graph_objects as go
@@ -20,10 +19,9 @@ import torch
 from plotly.subplots import make_subplots
 
 from cnnvis_core import Engine, LayerInfo, features
-from cnnvis_core.render import colormap_lut, to_png_bytes
-from cnnvis_core.sheets import sheet_png
+from cnnvis_core.render import colormap_lut
 
-from .state import HASH_FUNCS, ChosenImage, engine_key, safe_stem
+from .state import HASH_FUNCS, ChosenImage, ModelChoice, Picture, picture, safe_stem, sheet_style
 
 Capture = tuple[tuple[LayerInfo, ...], dict[str, torch.Tensor]]
 
@@ -42,10 +40,11 @@ def _maps(engine: Engine, chosen: ChosenImage) -> dict[str, torch.Tensor]:
 
 # ---------------------------------------------------------------------------- pictures
 @st.cache_data(max_entries=128, show_spinner=False, hash_funcs=HASH_FUNCS)
-def grid_png(engine: Engine, chosen: ChosenImage, layer: str, channels: tuple[int, ...], cmap: str,
-             scaling: str) -> bytes:
-    """The chosen channels of ``layer`` as one PNG grid."""
-    return sheet_png(features.channel_grid(_maps(engine, chosen)[layer], channels, cmap, scaling))
+def grid_picture(engine: Engine, chosen: ChosenImage, layer: str, channels: tuple[int, ...], cmap: str,
+                 scaling: str) -> Picture:
+    """The chosen channels of ``layer`` as one labelled grid with its colour scale."""
+    style = sheet_style()
+    return picture(features.channel_grid(_maps(engine, chosen)[layer], channels, cmap, scaling, style=style), style)
 
 
 def channel_page(engine: Engine, chosen: ChosenImage, layer: str, page: int, per_page: int,
@@ -55,20 +54,22 @@ def channel_page(engine: Engine, chosen: ChosenImage, layer: str, page: int, per
 
 
 @st.cache_data(max_entries=64, show_spinner=False, hash_funcs=HASH_FUNCS)
-def summary_pngs(engine: Engine, chosen: ChosenImage, layer: str, cmap: str) -> tuple[bytes, bytes]:
-    """``(channel mean in grayscale, channel sum in cmap)`` of ``layer`` as PNGs."""
+def sum_and_max(engine: Engine, chosen: ChosenImage, layer: str, cmap: str) -> tuple[Picture, Picture]:
+    """``(channel sum, maximum over channels)`` of ``layer``, each with its own colour scale."""
     maps = _maps(engine, chosen)[layer]
-    return (to_png_bytes(features.map_image(features.mean_map(maps), "gray")),
-            to_png_bytes(features.map_image(features.sum_map(maps), cmap)))
+    style = sheet_style(width=440)
+    return (picture(features.map_image(features.sum_map(maps), cmap, style=style, label="sum over channels"), style),
+            picture(features.map_image(features.max_map(maps), cmap, style=style, label="max over channels"), style))
 
 
 @st.cache_data(max_entries=32, show_spinner="Drawing every layer…", hash_funcs=HASH_FUNCS)
-def overview_png(engine: Engine, chosen: ChosenImage, kinds: tuple[str, ...], ncols: int) -> bytes:
-    """One mean map per layer of the chosen kinds (give them sorted: one cache entry per set), titled,
-    as one PNG."""
+def overview_picture(engine: Engine, chosen: ChosenImage, kinds: tuple[str, ...], ncols: int) -> Picture:
+    """One mean map per layer of the chosen kinds (give them sorted: one cache entry per set),
+    titled, with each map's range and the colour scale, as one picture."""
     layers, maps = layer_capture(engine, chosen)
     shown = [layer for layer in layers if layer.kind in kinds]
-    return sheet_png(features.overview_sheet(shown, maps, ncols))
+    style = sheet_style()
+    return picture(features.overview_sheet(shown, maps, ncols, style=style), style)
 
 
 def channel_values(engine: Engine, chosen: ChosenImage, layer: str, channel: int) -> np.ndarray:
@@ -94,22 +95,35 @@ def layer_statistics(engine: Engine, chosen: ChosenImage) -> list[features.Layer
 
 
 @st.cache_data(max_entries=16, show_spinner=False, hash_funcs=HASH_FUNCS)
-def activation_files(engine: Engine, chosen: ChosenImage, layer: str) -> tuple[bytes, bytes]:
-    """``(.npy of the layer's output, .npz with it, its channel means and a JSON note)``."""
+def activation_files(engine: Engine, chosen: ChosenImage, layer: str, model: ModelChoice | None
+                     ) -> tuple[bytes, bytes]:
+    """``(.npy of the layer's output, .npz with it, its channel means and a note)``: the note is
+    plain text naming the model, its weights, the layer and the image."""
     layers, maps = layer_capture(engine, chosen)
     array = maps[layer].numpy()
     npy, npz = io.BytesIO(), io.BytesIO()
     np.save(npy, array)
     info = next(item for item in layers if item.name == layer)
-    meta = json.dumps({"layer": layer, "kind": info.kind, "model": engine_key(engine), "image": chosen.key})
     np.savez_compressed(npz, activations=array, channel_means=features.channel_means(maps[layer]),
-                        meta=np.array(meta))
+                        note=np.array(activation_note(engine, chosen, info, model)))
     return npy.getvalue(), npz.getvalue()
 
 
+def activation_note(engine: Engine, chosen: ChosenImage, info: LayerInfo, model: ModelChoice | None) -> str:
+    """What a downloaded ``.npz`` holds, in plain lines of text."""
+    shape = "×".join(map(str, info.output_shape))
+    return "\n".join([
+        f"model: {model.title if model else engine.name}",
+        f"weights: {model.weights_text if model else 'as built by the caller'}",
+        f"layer: {info.name} ({info.kind}, output {shape}, without the batch dimension)",
+        f"image: {chosen.name}",
+        "activations: the layer's output for this image; channel_means: each channel's mean over its positions",
+    ])
+
+
 def file_stem(chosen: ChosenImage, layer: str) -> str:
-    """A file-name stem naming the image and the layer."""
-    return safe_stem(chosen.key, layer)
+    """A file-name stem naming the image and the layer: ``chelsea_features.relu7``."""
+    return safe_stem(chosen.stem, layer)
 
 
 # ---------------------------------------------------------------------------- charts
@@ -121,8 +135,10 @@ def plotly_colorscale(cmap: str, steps: int = 32) -> list[list]:
 
 
 def channel_heatmap(values: np.ndarray, cmap: str, title: str) -> go.Figure:
-    """One channel as an interactive heatmap (hover: row, column, value), square pixels."""
+    """One channel as an interactive heatmap (hover: row, column, value), square pixels, with its
+    colour scale from the channel's min to its max."""
     figure = go.Figure(go.Heatmap(z=values, colorscale=plotly_colorscale(cmap),
+                                  colorbar=dict(title=dict(text="activation", side="right")),
                                   hovertemplate="row %{y}, col %{x}<br>activation %{z:.4g}<extra></extra>"))
     figure.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain")
     figure.update_xaxes(constrain="domain")
@@ -130,17 +146,43 @@ def channel_heatmap(values: np.ndarray, cmap: str, title: str) -> go.Figure:
     return figure
 
 
-def vector_figure(values: np.ndarray, title: str, cmap: str) -> go.Figure:
-    """A vector output: a bar per element up to 256 elements, else a heat strip of 64 per row."""
-    if values.size <= 256:
-        figure = go.Figure(go.Bar(x=np.arange(values.size), y=values, marker_color="#4c78a8",
-                                  hovertemplate="index %{x}: %{y:.4g}<extra></extra>"))
-        figure.update_layout(xaxis_title="index", yaxis_title="value")
+#: the most values shown as bars (more: a heat strip, where the colormap matters) and the most
+#: bars that get a label each on the axis
+MAX_BARS, MAX_BAR_LABELS = 256, 32
+
+
+def uses_colormap(size: int) -> bool:
+    """Whether a vector output of ``size`` values is drawn with a colormap (a heat strip)."""
+    return size > MAX_BARS
+
+
+def vector_names(engine: Engine, layers: tuple[LayerInfo, ...], layer: str, size: int) -> list[str] | None:
+    """The class names of a vector output when it is the model's output (the last layer, one
+    value per class), else None."""
+    categories = engine.categories
+    if layers and layers[-1].name == layer and len(categories) == size:
+        return list(categories)
+    return None
+
+
+def vector_figure(values: np.ndarray, title: str, cmap: str, names: list[str] | None = None) -> go.Figure:
+    """A vector output: a bar per element up to :data:`MAX_BARS` elements, else a heat strip of
+    64 per row; ``names`` label the elements (class names of the model's output)."""
+    labels = names or [str(k) for k in range(values.size)]
+    if not uses_colormap(values.size):
+        figure = go.Figure(go.Bar(x=np.arange(values.size), y=values, marker_color="#4c78a8", customdata=labels,
+                                  hovertemplate="%{customdata} (index %{x}): %{y:.4g}<extra></extra>"))
+        ticks = dict(tickmode="array", tickvals=list(range(values.size)), ticktext=labels, tickangle=0) \
+            if values.size <= MAX_BAR_LABELS else {}
+        figure.update_xaxes(title="class" if names else "index", automargin=True, **ticks)
+        figure.update_layout(yaxis_title="value")
     else:
         strip = features.heat_strip(values, 64)
         index = np.arange(strip.size).reshape(strip.shape)
-        figure = go.Figure(go.Heatmap(z=strip, customdata=index, colorscale=plotly_colorscale(cmap),
-                                      hovertemplate="index %{customdata}: %{z:.4g}<extra></extra>"))
+        text = np.array(labels + [""] * (strip.size - values.size), dtype=object).reshape(strip.shape)
+        hover = ("%{text} (index %{customdata})" if names else "index %{customdata}") + ": %{z:.4g}<extra></extra>"
+        figure = go.Figure(go.Heatmap(z=strip, customdata=index, text=text, colorscale=plotly_colorscale(cmap),
+                                      colorbar=dict(title=dict(text="value", side="right")), hovertemplate=hover))
         figure.update_yaxes(autorange="reversed", title="index ÷ 64")
         figure.update_xaxes(title="index mod 64")
     figure.update_layout(title=title, height=420, margin=dict(l=10, r=10, t=40, b=10))

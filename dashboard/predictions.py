@@ -21,11 +21,17 @@ def top_classes(engine: Engine, chosen: ChosenImage, k: int) -> list[tuple[int, 
 
 
 def top_figure(top: list[tuple[int, str, float]]) -> go.Figure:
-    """The classes as horizontal bars of their softmax probability, the most probable on top."""
+    """The classes as horizontal bars of their softmax probability, the most probable on top; the
+    axis runs to 100 %, the labels stay horizontal."""
     labels = [f"{label} ({index})" for index, label, _ in top][::-1]
     probs = [p for *_, p in top][::-1]
     figure = go.Figure(go.Bar(x=probs, y=labels, orientation="h", text=[f"{p:.1%}" for p in probs],
-                              textposition="auto", marker_color="#4c78a8"))
-    figure.update_layout(title="Top-5 classes (softmax probability)", xaxis=dict(range=[0, 1], tickformat=".0%"),
-                         height=320, margin=dict(l=10, r=10, t=40, b=10))
+                              textposition="auto", textangle=0, insidetextanchor="end", marker_color="#4c78a8",
+                              cliponaxis=False))
+    ticks = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    figure.update_layout(title=f"Top-{len(top)} classes (softmax probability)",
+                         xaxis=dict(range=[0, 1], tickvals=ticks, ticktext=[f"{t:.0%}" for t in ticks],
+                                    showgrid=True),
+                         yaxis=dict(tickangle=0, automargin=True),
+                         height=320, margin=dict(l=10, r=30, t=40, b=10))
     return figure

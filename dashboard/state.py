@@ -13,17 +13,21 @@ them by their keys (:func:`engine_key`, :attr:`ChosenImage.key`), never by their
 from __future__ import annotations
 
 import hashlib
+import io
 import runpy
+import urllib.parse
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 from PIL import Image
 
-from cnnvis_core import CnnvisError, Engine, load_image_with_notes
+from cnnvis_core import CnnvisError, Engine, load_image_with_notes, zoo
 from cnnvis_core.demo import CLASSES, HELD_OUT_SEED_START, sample
-from cnnvis_core.zoo import list_architectures
+from cnnvis_core.errors import WeightsUnavailableError
+from cnnvis_core.sheets import Style, sheet_png
 
 #: the navigation frame every page runs in
 APP = Path(__file__).resolve().parents[1] / "app.py"
@@ -50,6 +54,30 @@ class ModelChoice:
             return f"{self.arch} with {self.file_name}"
         return f"{self.arch} ({'pretrained' if self.weights else 'random weights'})"
 
+    @property
+    def random(self) -> bool:
+        """A torchvision architecture with random (untrained) weights."""
+        return self.source == "torchvision" and self.weights is None
+
+    @property
+    def stem(self) -> str:
+        """The model in a file name: ``demonet``, ``resnet18``, ``resnet18_random``,
+        ``resnet18_my_weights``."""
+        if self.source == "demo":
+            return "demonet"
+        if self.source == "file":
+            return safe_stem(self.arch, Path(self.file_name).stem)
+        return safe_stem(self.arch, "random") if self.random else self.arch
+
+    @property
+    def weights_text(self) -> str:
+        """The weights in words, for notes saved with downloads."""
+        if self.source == "demo":
+            return "bundled demo weights (8 drawn shapes)"
+        if self.source == "file":
+            return f"weights file {self.file_name}"
+        return "random (untrained) weights" if self.random else f"torchvision pretrained weights ({self.weights})"
+
 
 #: each engine built by :func:`_build_engine` → ``repr`` of its model choice (its caches' key)
 _ENGINE_KEYS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
@@ -60,7 +88,9 @@ def _build_engine(choice: ModelChoice, _file_bytes: bytes | None = None) -> Engi
     if choice.source == "demo":
         engine = Engine.demo()
     elif choice.source == "file":
-        engine = Engine.from_torchvision(choice.arch, weights=_file_bytes)
+        named = io.BytesIO(_file_bytes)
+        named.name = choice.file_name  # messages name the user's file, not "in-memory bytes"
+        engine = Engine.from_torchvision(choice.arch, weights=named)
     else:
         engine = Engine.from_torchvision(choice.arch, weights=choice.weights)
     _ENGINE_KEYS[engine] = repr(choice)
@@ -81,7 +111,34 @@ def engine_key(engine: Engine) -> str:
 @st.cache_data(show_spinner=False)
 def architectures() -> list[str]:
     """The torchvision architectures the sidebar offers."""
-    return list_architectures()
+    return zoo.list_architectures()
+
+
+def pretrained_status(arch: str) -> zoo.PretrainedStatus:
+    """Whether ``arch``'s pretrained weights are cached or downloadable (looked at on every run:
+    the cache is one file check, a download probe is bounded and remembered by the library)."""
+    return zoo.pretrained_status(arch)
+
+
+#: the dashboard's words for the library's ways out of missing pretrained weights
+UNAVAILABLE_ADVICE = ("Or turn off *Pretrained weights* in the sidebar (random weights: structure, not "
+                      "knowledge), or choose *Weights file* and upload a state dict.")
+
+
+def unavailable_message(status: zoo.PretrainedStatus) -> str:
+    """Why ``status``'s weights cannot be had here, and what to do, in the dashboard's words."""
+    return (f"The pretrained weights of {status.arch} are not in the cache and cannot be downloaded here "
+            f"(no connection to {urllib.parse.urlsplit(status.url).hostname}). To use them offline, download "
+            f"{status.url} elsewhere and put the file at `{status.path}`. {UNAVAILABLE_ADVICE}")
+
+
+def error_message(error: CnnvisError, choice: ModelChoice | None = None) -> str:
+    """``error`` as the page shows it: the library's advice in code terms (``weights=None``)
+    replaced by the sidebar's choices."""
+    message = str(error)
+    if isinstance(error, WeightsUnavailableError) and choice is not None and choice.arch:
+        message = message.replace(zoo.unavailable_advice(choice.arch), UNAVAILABLE_ADVICE)
+    return message
 
 
 def digest(data: bytes) -> str:
@@ -114,6 +171,18 @@ class ChosenImage:
     name: str
     notes: tuple[str, ...] = ()
 
+    @property
+    def is_upload(self) -> bool:
+        return self.key.startswith("upload:")
+
+    @property
+    def stem(self) -> str:
+        """The image in a file name: an upload's own name without its extension (``chelsea``),
+        a sample as ``sample1_ring``."""
+        if self.is_upload:
+            return safe_stem(Path(self.name).stem) or "upload"
+        return safe_stem(self.name.lower().replace("sample ", "sample").replace(": ", "_"))
+
 
 #: ``hash_funcs`` of every cache that takes the engine or the chosen image. Streamlit matches these
 #: by the argument's exact type (``module.qualname``), not by ``isinstance``: a subclass of either
@@ -121,10 +190,32 @@ class ChosenImage:
 HASH_FUNCS = {Engine: engine_key, ChosenImage: lambda chosen: chosen.key}
 
 
-def choose(engine: Engine | None, image: ChosenImage | None) -> None:
-    """Store the sidebar's choice (None: nothing usable) for the page this run shows."""
+@dataclass(frozen=True)
+class Problem:
+    """Why there is no model to use, in words for a person: ``level`` ``info`` (something is
+    still to be chosen) or ``warning`` (the model cannot be had or failed to load)."""
+
+    level: str
+    text: str
+
+    def show(self) -> None:
+        getattr(st, self.level)(self.text, icon="ℹ️" if self.level == "info" else "⚠️")
+
+
+def choose(engine: Engine | None, image: ChosenImage | None, model: ModelChoice | None = None,
+           problem: Problem | None = None) -> None:
+    """Store the sidebar's choice for the page this run shows: the engine (None: no usable
+    model), the image, the model choice, and ``problem``: why there is no engine (a model that
+    failed to load, or what is still to be chosen), in words for the page."""
     st.session_state["_engine"] = engine
     st.session_state["_image"] = image
+    st.session_state["_model_choice"] = model
+    st.session_state["_model_problem"] = problem
+
+
+def current_model_choice() -> ModelChoice | None:
+    """What the sidebar chose as the model (also when it could not be loaded)."""
+    return st.session_state.get("_model_choice")
 
 
 def current_engine() -> Engine | None:
@@ -154,27 +245,82 @@ def require_frame() -> None:
         st.stop()
 
 
+def _no_model() -> None:
+    """Say in the page why there is no model (it failed to load, or is still to be chosen), and
+    stop the page."""
+    problem = st.session_state.get("_model_problem")
+    if problem is not None:
+        problem.show()
+    else:
+        st.info("Choose a model in the sidebar.")
+    st.stop()
+
+
 def require_engine() -> Engine:
-    """The chosen model's engine; without one, a hint in the page and the page stops here."""
+    """The chosen model's engine; without one, why not in the page, and the page stops here."""
     engine = current_engine()
     if engine is None:
-        st.info("Choose a model in the sidebar.")
-        st.stop()
+        _no_model()
     return engine
 
 
 def require_engine_and_image() -> tuple[Engine, ChosenImage]:
-    """The chosen engine and image; without both, a hint in the page and the page stops here."""
+    """The chosen engine and image; without both, why not in the page, and the page stops here."""
     engine, chosen = current_engine(), current_image()
-    if engine is None or chosen is None:
-        st.info("Choose a model and an image in the sidebar.")
+    if engine is None:
+        _no_model()
+    if chosen is None:
+        st.info("Choose an image in the sidebar.")
         st.stop()
     return engine, chosen
 
 
+def model_caveat(chosen: ChosenImage | None = None) -> str | None:
+    """What the chosen model's answers cannot mean, in words for a page that shows predictions
+    or class maps: the demo model knows 8 drawn shapes only; random weights know nothing."""
+    choice = current_model_choice()
+    if choice is None:
+        return None
+    if choice.source == "demo":
+        shapes = ", ".join(CLASSES)
+        photo = (" This image is not one of its drawings, so its answer (however confident) means nothing."
+                 if chosen is not None and chosen.is_upload else "")
+        return (f"The demo model knows {len(CLASSES)} drawn shapes only ({shapes}): any picture gets one of "
+                f"them, a photo too, often with high confidence.{photo}")
+    if choice.random:
+        return ("Random weights: this model has learned nothing. Its maps show the architecture's structure, "
+                "not knowledge, and its classes and confidences are chance.")
+    return None
+
+
 def show_error(error: CnnvisError) -> None:
     """A CnnvisError as a readable message in the page."""
-    st.error(str(error), icon="⚠️")
+    st.error(error_message(error, current_model_choice()), icon="⚠️")
+
+
+#: how wide sheets are drawn: the main column of the wide layout on a 1400 px window is about 940 px.
+#: They are shown at exactly the size they are drawn (``st.image`` would resample a larger picture
+#: down, bilinearly), so their labels, drawn with a real font at that size, stay sharp.
+SHEET_WIDTH = 900
+
+
+def sheet_style(width: int = SHEET_WIDTH) -> Style:
+    """The :class:`Style` of a sheet shown ``width`` pixels wide."""
+    return Style(width=width)
+
+
+@dataclass(frozen=True)
+class Picture:
+    """A picture to show and to download: its PNG, and the width to show it at (its own width
+    in displayed pixels: the page shows it at exactly that size, never enlarged or resampled)."""
+
+    png: bytes
+    width: int
+
+
+def picture(sheet: np.ndarray, style: Style) -> Picture:
+    """A sheet drawn with ``style`` as a :class:`Picture`."""
+    return Picture(sheet_png(sheet), style.shown(sheet))
 
 
 def safe_stem(*parts: str) -> str:

@@ -4,7 +4,7 @@ import streamlit as st
 
 from cnnvis_core import CnnvisError
 from dashboard import predictions as glue
-from dashboard.state import require_engine_and_image, require_frame, show_error
+from dashboard.state import model_caveat, require_engine_and_image, require_frame, show_error
 
 require_frame()  # a page URL opened first on a fresh server: run it in app.py's frame
 
@@ -26,3 +26,6 @@ with right:
     st.plotly_chart(glue.top_figure(top), width="stretch")
     best = top[0]
     st.markdown(f"**Top-1:** {best[1]} — {best[2]:.1%}")
+    caveat = model_caveat(chosen)
+    if caveat:
+        st.info(caveat, icon="ℹ️")

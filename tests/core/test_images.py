@@ -139,7 +139,7 @@ def test_16_bit_grayscale_png_is_scaled_not_clipped(value, expected):
     data = encode(Image.fromarray(np.full((8, 8), value, np.uint16)), "PNG")
     image, notes = load_image_with_notes(data)
     assert image.getpixel((0, 0)) == (expected,) * 3
-    assert "Converted from 16-bit grayscale." in notes
+    assert notes == [f"Converted from 16-bit grayscale: a constant {value}, scaled from the full range 0–65535."]
 
 
 def test_32_bit_integer_and_float_modes():

@@ -54,33 +54,42 @@ def test_garbage_upload_shows_an_error_and_the_app_keeps_working(app, demo_engin
 
 @pytest.fixture()
 def offline(monkeypatch, tmp_path):
-    """No network and an empty TORCH_HOME: pretrained downloads fail as they do offline."""
+    """No network and an empty TORCH_HOME: pretrained downloads fail as they do offline, and the
+    download server does not answer the availability probe."""
     import urllib.error
 
     import torchvision.models._api as api
+
+    from cnnvis_core import zoo
 
     def refuse(*args, **kwargs):
         raise urllib.error.URLError("offline (test)")
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(api, "load_state_dict_from_url", refuse)
+    monkeypatch.setattr(zoo, "download_reachable", lambda *args, **kwargs: False)
 
 
-def test_torchvision_offline_says_how_to_get_weights_and_random_weights_work(app, offline):
+def test_torchvision_offline_starts_with_random_weights_and_says_why_before_any_load(app, offline):
+    """Pretrained weights that are neither cached nor downloadable: the toggle starts off (random
+    weights work), and turning it on says so at once, in the sidebar's words, without a load."""
     app.radio(key="model_source").set_value("torchvision architecture")
     app.run()
     app.selectbox(key="arch").set_value("mobilenet_v3_small")
     app.run()
-    assert not app.exception
-    message = " ".join(e.value for e in app.error)
-    assert "mobilenet_v3_small" in message and "weights=None" in message, message
-    assert any("Choose a model" in i.value for i in app.info)  # no prediction without a model
-
-    app.toggle(key="pretrained").set_value(False)
-    app.run()
-    assert not app.exception and not app.error
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert app.toggle(key="pretrained").value is False
+    assert any("not in the cache" in c.value for c in app.sidebar.caption), [c.value for c in app.sidebar.caption]
     assert app.get("plotly_chart")
     assert any("random weights" in c.value for c in app.caption)
+
+    app.toggle(key="pretrained").set_value(True)
+    app.run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    warnings = [w.value for w in app.warning]
+    assert any("mobilenet_v3_small" in w and "turn off *Pretrained weights*" in w for w in warnings), warnings
+    assert not any("weights=None" in w for w in warnings), warnings
+    assert not any("Choose a model" in i.value for i in app.info)  # the page says why, not "choose"
 
 
 def _weights_upload(app: AppTest, name: str, data: bytes) -> None:

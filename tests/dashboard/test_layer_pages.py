@@ -54,9 +54,9 @@ def test_layer_browser_runs_the_model_once_for_every_view():
     assert at.selectbox(key="layer_cmap").value == "magma"     # kept across views
     at.number_input(key="layer_channel").set_value(5)
     _ok(at)
-    assert at.get("plotly_chart") and [m.label for m in at.metric] == ["Mean", "Max", "Zeros"]
+    assert at.get("plotly_chart") and [m.label for m in at.metric] == ["Min", "Mean", "Max", "Zeros"]
 
-    at.radio(key="layer_view_maps").set_value("Mean & sum")
+    at.radio(key="layer_view_maps").set_value("Sum & max")
     _ok(at)
     assert len(_captions(at)) == 2 and all("features.relu7" in c for c in _captions(at))
 
@@ -139,8 +139,11 @@ def test_dead_channel_page_lists_charts_and_verifies():
     assert _forwards(at) - forwards in (0, 2), "a new ε must not run the peak pass again (1 forward per batch)"
 
 
-def test_dead_channel_page_with_uploads_reports_a_bad_file_and_keeps_working():
+def test_dead_channel_page_with_uploads_skips_a_bad_file_names_it_and_uses_the_rest():
+    """Issue 13 item 7: one unreadable file among five images is left out, named with its reason,
+    and the check runs on the other four (before, it blocked the whole check, unnamed)."""
     import io
+    import json
 
     from cnnvis_core.demo import sample
     at = open_app()
@@ -148,16 +151,24 @@ def test_dead_channel_page_with_uploads_reports_a_bad_file_and_keeps_working():
     at.radio(key="dead_source").set_value("uploads")
     _ok(at)
     assert any("Upload one or more" in i.value for i in at.info)
-    good = io.BytesIO()
-    sample(7)[0].save(good, "PNG")
-    at.file_uploader(key="dead_uploads").set_value([("a.png", good.getvalue(), "image/png"),
-                                                    ("b.jpg", b"not an image at all", "image/jpeg")])
-    at.run()
-    assert not at.exception, at.exception
-    assert any("not an image" in e.value for e in at.error), [e.value for e in at.error]
-    at.file_uploader(key="dead_uploads").set_value([("a.png", good.getvalue(), "image/png")])
-    _ok(at)
+    files = []
+    for k, name in enumerate(("astronaut.png", "chelsea.png", "coffee.png", "rocket.png")):
+        buffer = io.BytesIO()
+        sample(7 + k)[0].save(buffer, "PNG")
+        files.append((name, buffer.getvalue(), "image/png"))
+    files.insert(2, ("notes.jpg", b"not an image at all", "image/jpeg"))
+    at.file_uploader(key="dead_uploads").set_value(files)
+    _ok(at)                                                     # no st.error: the bad file is a warning
+    [warning] = [w.value for w in at.warning]
+    assert warning.startswith("Skipped notes.jpg:") and "not an image" in warning, warning
+    assert any("other 4 of 5 files" in c.value for c in at.caption), [c.value for c in at.caption]
     assert {m.label for m in at.metric} >= {"Dead channels"}
+    [chart] = at.get("plotly_chart")
+    assert "(4 images," in json.loads(chart.proto.spec)["layout"]["title"]["text"]
+    at.file_uploader(key="dead_uploads").set_value([files[2]])   # nothing readable: said, and stops
+    at.run()
+    assert not at.exception
+    assert any("None of the uploaded files" in e.value for e in at.error), [e.value for e in at.error]
 
 
 def test_dead_page_helpers_name_the_quietest_channel_and_judge_the_check():

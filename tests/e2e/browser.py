@@ -130,13 +130,14 @@ class AppPage:
 
     # -- navigation and widgets -------------------------------------------------------------
     def nav_links(self) -> list[str]:
-        """The titles of the pages listed in the sidebar navigation (empty with a single page)."""
-        links = self.page.get_by_test_id("stSidebarNav").get_by_role("link")
+        """The titles of the pages listed in the app's navigation, at the top of the page (empty
+        with a single page)."""
+        links = self.page.get_by_test_id("stTopNav").get_by_role("link")
         return [text.strip().splitlines()[-1].strip() for text in links.all_inner_texts()]  # icon first
 
     def go_to(self, title: str) -> None:
-        """Open the page titled ``title`` through the sidebar navigation."""
-        link = self.page.get_by_test_id("stSidebarNav").get_by_role("link", name=title, exact=True)
+        """Open the page titled ``title`` through the navigation at the top."""
+        link = self.page.get_by_test_id("stTopNav").get_by_role("link", name=re.compile(rf"{re.escape(title)}$"))
         self.act(link.click)
 
     def select(self, label: str, option: str | re.Pattern[str], search: str | None = None) -> None:
