@@ -10,7 +10,9 @@ backward pass (CAM, Grad-CAM, Grad-CAM++, XGrad-CAM, Layer-CAM) are computed tog
 time any of them is asked for. The page's third tab has the gradient maps (vanilla gradient,
 deconvnet, guided backprop, guided Grad-CAM) and the deconvnet projection of one channel (Zeiler &
 Fergus), cached the same way, so switching the display or going back to a method already seen
-never runs the model again.
+never runs the model again. Overlays go over the model's input and over the photo itself, the map
+taken back through the model's resize and crop (:func:`photo_overlay`), each download with its
+colour scale and named after the image, the method and the layer (:func:`file_stem`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -33,14 +36,21 @@ from cnnvis_core import cam as cams
 from cnnvis_core.backprop import Saliency
 from cnnvis_core.cam import CamMethod, CamResult, Faithfulness, Option
 from cnnvis_core.deconv import Reconstruction
-from cnnvis_core.render import colorize, overlay, to_png_bytes
+from cnnvis_core.render import color_bar, colorize, overlay, to_png_bytes, with_color_bar
+from cnnvis_core.view import Window, input_window
 
-from .state import HASH_FUNCS, ChosenImage, engine_key
+from .state import HASH_FUNCS, ChosenImage, engine_key, safe_stem
 
 #: above this many masked forward passes the page asks before computing
 CONFIRM_PASSES = 4096
 #: session-state key: the masked maps (store keys) the user stopped, not to be started again unasked
 STOPPED = "cam_stopped"
+#: the longer side of the photo overlay the page shows (the download keeps the photo's own size)
+PHOTO_SIDE = 1024
+#: what the colour scale of an overlay says: every map is scaled to its own minimum and maximum
+SCALE_LABEL = "each map scaled to its own range"
+#: how wide the page draws the colour scale (pixels: drawn at the size it is shown, so its text is crisp)
+SCALE_WIDTH = 480
 
 
 # ---------------------------------------------------------------------------- the methods, from their declarations
@@ -62,6 +72,36 @@ def is_masked(name: str) -> bool:
 def option_widgets(name: str) -> list[Option]:
     """The options of a method a form can set."""
     return [option for option in cams.method(name).options if option.widget]
+
+
+def readable(error: CnnvisError) -> str:
+    """The message of a refusal in the page's words: a method's name in quotes (``'gradcam'``,
+    what a script passes) becomes the name the page lists (``Grad-CAM``)."""
+    text = str(error)
+    for m in methods():
+        text = text.replace(f"'{m.name}'", m.title)
+    return text
+
+
+def left_out(engine: Engine, chosen: ChosenImage, names: list[str], layer: str | None,
+             target: int | None) -> dict[str, str]:
+    """The shared-pass methods among ``names`` that do not apply to ``layer`` (the bundle of
+    :func:`_shared` leaves them out: CAM anywhere but the layer the final linear layer reads),
+    each with the reason, in the page's words."""
+    shared = [name for name in names if cams.method(name).kind == "shared"]
+    if not shared:
+        return {}
+    bundle = _shared(engine, chosen, layer, target)
+    missing = {}
+    for name in shared:
+        if name in bundle:
+            continue
+        m = cams.method(name)
+        missing[name] = (f"{m.title} is left out: it reads the final linear layer, so it applies only to the "
+                         "feature maps whose global average that layer takes (the automatic layer, on a model "
+                         "that ends in global pooling and one linear layer)." if m.reads_head else
+                         f"{m.title} is left out: it does not apply to this layer.")
+    return missing
 
 
 def changed_options(name: str, values: dict) -> tuple:
@@ -88,12 +128,14 @@ def _single(engine: Engine, chosen: ChosenImage, method: str, layer: str | None,
 
 
 def cam_result(engine: Engine, chosen: ChosenImage, method: str, layer: str | None, target: int | None,
-               options: tuple = (), stoppable: bool = True, show_progress: bool = True) -> CamResult:
+               options: tuple = (), stoppable: bool = True, show_progress: bool = True,
+               progress_in=None) -> CamResult:
     """The map of ``method`` (cached; the shared-pass methods come as one bundle).
 
     ``stoppable=False`` inside an ``st.fragment``: Streamlit queues the reruns a fragment's own
     widgets ask for until the running script ends, so a Stop button there could stop nothing.
     ``show_progress=False`` inside a cached function, which may not draw a progress bar.
+    ``progress_in``: the container the progress bar goes in (default: where the call is).
     """
     kind = cams.method(method).kind
     if kind == "shared" and not options:
@@ -102,7 +144,7 @@ def cam_result(engine: Engine, chosen: ChosenImage, method: str, layer: str | No
             return bundle[method]
     if kind == "masked":
         key = MaskedKey.of(engine, chosen, method, layer, target, options)
-        found = _masked(engine, key, chosen.image, show_progress, stoppable)
+        found = _masked(engine, key, chosen.image, show_progress, stoppable, progress_in or st)
     else:
         found = _single(engine, chosen, method, layer, target, options)
     if isinstance(found, CnnvisError):
@@ -188,9 +230,10 @@ def resume(key: MaskedKey) -> None:
     st.session_state.get(STOPPED, set()).discard(key)
 
 
-def _masked(engine: Engine, key: MaskedKey, image, show_progress: bool, stoppable: bool) -> CamResult | CnnvisError:
-    """A Score-CAM-family map, from the store or computed under a progress bar (with a Stop
-    button when ``stoppable``).
+def _masked(engine: Engine, key: MaskedKey, image, show_progress: bool, stoppable: bool, where
+            ) -> CamResult | CnnvisError:
+    """A Score-CAM-family map, from the store or computed under a progress bar in ``where``
+    (with a Stop button when ``stoppable``).
 
     Not ``st.cache_data``: its one pass per channel and sample can take minutes on a CPU, and a
     cached function may not update a progress bar drawn outside it. A refusal is stored too.
@@ -205,7 +248,7 @@ def _masked(engine: Engine, key: MaskedKey, image, show_progress: bool, stoppabl
         return found
     if key in st.session_state.get(STOPPED, set()):
         raise Stopped(key)
-    slot = st.empty() if show_progress else None
+    slot = where.empty() if show_progress else None
     extra = {"progress": _progress_bar(slot, key, stoppable)} if slot is not None else {}
     try:
         found = engine.cam(image, key.method, key.layer or None, key.target, **dict(key.options), **extra)
@@ -257,9 +300,53 @@ def model_view(engine: Engine, chosen: ChosenImage) -> Image.Image:
     return engine.model_view(chosen.image)
 
 
-def overlay_png(view: Image.Image, result: CamResult, alpha: float, cmap: str) -> bytes:
-    """The map over the model's view, ``alpha`` opaque, as PNG bytes (no model call)."""
-    return to_png_bytes(overlay(view, result.map, alpha, cmap))
+def overlay_png(view: Image.Image, result: CamResult, alpha: float, cmap: str, scale: bool = False) -> bytes:
+    """The map over the model's view, ``alpha`` opaque, as PNG bytes (no model call); with
+    ``scale``, its colour scale under it (for the downloaded file)."""
+    return _png(overlay(view, result.map, alpha, cmap), cmap, scale)
+
+
+def _png(picture: Image.Image, cmap: str, scale: bool) -> bytes:
+    return to_png_bytes(with_color_bar(np.asarray(picture), cmap, 0.0, 1.0, SCALE_LABEL) if scale else picture)
+
+
+def scale_png(cmap: str, width: int = SCALE_WIDTH) -> bytes:
+    """The colour scale of the overlays, drawn ``width`` pixels wide (the page shows it under them)."""
+    return to_png_bytes(color_bar(cmap, 0.0, 1.0, width, SCALE_LABEL, text_size=14))
+
+
+def photo_window(engine: Engine, chosen: ChosenImage) -> Window | None:
+    """Where the model's input lies on the chosen photo (None: the transform cannot be followed;
+    not cached: reading a transform costs microseconds)."""
+    return input_window(engine.transform, chosen.image.size)
+
+
+def photo_overlay(chosen: ChosenImage, window: Window, result: CamResult, alpha: float, cmap: str,
+                  longest: int | None = PHOTO_SIDE) -> Image.Image:
+    """The map over the photo itself, mapped back through the model's resize and crop (what the
+    crop left out stays uncoloured), at most ``longest`` pixels on its longer side (None: the
+    photo's own size)."""
+    photo = chosen.image.convert("RGB")
+    factor = 1.0 if longest is None else min(1.0, longest / max(photo.size))
+    if factor < 1.0:
+        photo = photo.resize((max(1, round(photo.width * factor)), max(1, round(photo.height * factor))),
+                             Image.Resampling.LANCZOS)
+        window = Window(tuple(v * factor for v in window.box), photo.size)
+    return overlay(photo, window.to_photo(result.map), alpha, cmap)
+
+
+def photo_overlay_file(chosen: ChosenImage, window: Window, result: CamResult, alpha: float, cmap: str
+                       ) -> Callable[[], bytes]:
+    """The download of :func:`photo_overlay` at the photo's own size, with its colour scale (made
+    when the user clicks)."""
+    return lambda: _png(photo_overlay(chosen, window, result, alpha, cmap, longest=None), cmap, True)
+
+
+def file_stem(chosen: ChosenImage, method: str, layer: str) -> str:
+    """``chelsea_gradcam_features.relu7``: the image's name (without its extension), the method
+    and the layer, for the files the page offers."""
+    name = "_".join(part for part in safe_stem(Path(chosen.name).stem).split("_") if part)  # "Sample 1: ring"
+    return safe_stem(name, method.replace("+", "p"), layer)
 
 
 def npy_bytes(array: np.ndarray) -> bytes:

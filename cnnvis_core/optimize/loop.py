@@ -146,6 +146,19 @@ def preview(images: torch.Tensor) -> np.ndarray:
     return to_uint8(grid.unsqueeze(0))[0].numpy()
 
 
+def preview_tiles(grid: np.ndarray, count: int) -> list[np.ndarray]:
+    """The ``count`` images of a :func:`preview` grid of ``count`` items, in batch order (the
+    grid's layout: ``ceil(√count)`` per row, 2-pixel borders; one item alone has no border), so
+    a page can caption each one."""
+    if count == 1:
+        return [grid]
+    columns = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    height, width = (grid.shape[0] - 2) // rows - 2, (grid.shape[1] - 2) // columns - 2
+    return [grid[2 + r * (height + 2):2 + r * (height + 2) + height, 2 + c * (width + 2):2 + c * (width + 2) + width]
+            for r, c in (divmod(i, columns) for i in range(count))]
+
+
 def standardize(images: torch.Tensor, std: float = 0.15) -> torch.Tensor:
     """The keras deprocessing: per image ``(I - mean) / std(I) · 0.15 + 0.5``, clipped to [0, 1]."""
     mean = images.mean(dim=(1, 2, 3), keepdim=True)

@@ -104,7 +104,7 @@ def optimize_units(core: ModelCore, layer: str | None, units: Units, objective: 
     settings = resolve_settings(preset, overrides)
     layer, ids, objectives = _objectives(core, objective, layer, units, settings, position)
     cache = results_cache(core)
-    keys = {u: (objective, layer, u, position, settings, int(seed)) for u in ids}
+    keys = _cache_keys(objective, layer, ids, position, settings, seed)
     found = {u: cache.get(keys[u]) for u in dict.fromkeys(ids)}
     todo = [u for u, hit in found.items() if hit is None]
     out = None
@@ -123,6 +123,25 @@ def optimize_units(core: ModelCore, layer: str | None, units: Units, objective: 
         settings=settings, seed=int(seed), cancelled=bool(out and out.cancelled),
         steps_done=out.steps_done if out else settings.total_steps, steps_total=settings.total_steps,
         cached=len(ids) - len(todo))
+
+
+def cached_units(core: ModelCore, layer: str | None, units: Units, objective: str = "channel", *, seed: int = 0,
+                 preset: str | Settings = "lucid", position: tuple[int, int] | None = None,
+                 **overrides) -> tuple[int, ...]:
+    """The units of an :func:`optimize_units` request (same arguments) whose images the cache
+    holds already: that call runs only the others, in this order, so its ``on_step`` preview
+    shows the request's units that are not listed here."""
+    settings = resolve_settings(preset, overrides)
+    layer, ids, _ = _objectives(core, objective, layer, units, settings, position)
+    cache = results_cache(core)
+    return tuple(u for u, key in _cache_keys(objective, layer, ids, position, settings, seed).items()
+                 if cache.get(key) is not None)
+
+
+def _cache_keys(objective: str, layer: str | None, ids: Sequence[int], position: tuple[int, int] | None,
+                settings: Settings, seed: int) -> dict[int, tuple]:
+    """Each unit's key in the results cache: everything that decides its picture."""
+    return {u: (objective, layer, u, position, settings, int(seed)) for u in ids}
 
 
 def optimize_objectives(core: ModelCore, objectives: Sequence[Objective], keys: Sequence[int] | None = None, *,

@@ -27,6 +27,7 @@ def _passes(at: AppTest) -> tuple[int, int]:
 def test_saliency_panel_methods_views_and_reconstruction():
     at = open_app()
     at.switch_page(PAGE)
+    at.session_state["cam_tab"] = "Gradients & deconvnet"  # a hidden tab computes nothing
     _ok(at)
     shown = _captions(at)
     for title in ("Gradient (Simonyan", "Guided backprop", "Guided Grad-CAM", "features.relu7 · channel 0"):
