@@ -22,21 +22,63 @@ from dashboard.state import (
     pretrained_status,
     sample_image,
     sample_label,
+    server_factory,
+    timm_architectures,
+    timm_pretrained,
     unavailable_message,
 )
 from dashboard.widget_state import default, keep_persisted, persist
 
 SOURCES = {"Demo model (offline)": "demo", "torchvision architecture": "torchvision",
-           "Weights file": "file"}
+           "Weights file": "file", "timm model": "timm", "Model file (.pt2, .onnx)": "modelfile"}
+#: the sidebar's entry for the server's own model (``--model pkg.mod:build`` or ``CNNVIS_MODEL``)
+FACTORY_LABEL = "Server model"
+
+
+def timm_choice() -> tuple[ModelChoice, bytes | None, Problem | None]:
+    """A timm model by name, pretrained (download or Hugging Face cache) or random."""
+    names = timm_architectures()
+    default("timm_arch", "resnet18" if "resnet18" in names else names[0])
+    arch = st.selectbox("timm model", names, key="timm_arch", help="Every name timm.list_models() gives.")
+    available = timm_pretrained(arch)
+    default("timm_pretrained", available)
+    pretrained = st.toggle("Pretrained weights (download or cache)", key="timm_pretrained",
+                           help="Off: random weights, on purpose.")
+    choice = ModelChoice("timm", arch, "DEFAULT" if pretrained else None)
+    if pretrained and not available:
+        return choice, None, Problem("warning", f"timm's pretrained weights of {arch} are not in the Hugging Face "
+                                                "cache and cannot be downloaded here. Turn off *Pretrained "
+                                                "weights* (random weights: structure, not knowledge).")
+    return choice, None, None
+
+
+def model_file_choice() -> tuple[ModelChoice, bytes | None, Problem | None]:
+    """A ``torch.export`` program or an ONNX model, uploaded (recognised by content)."""
+    upload = st.file_uploader("Model file (.pt2 from torch.export.save, .onnx)", type=["pt2", "onnx"],
+                              key="model_file", help="Loaded without running code from the file; "
+                              "ImageNet normalisation and the file's input size (else 224×224).")
+    if upload is None:
+        return ModelChoice("modelfile"), None, Problem("info", "Upload a .pt2 or .onnx model file in the sidebar.")
+    data = upload.getvalue()
+    return ModelChoice("modelfile", "", None, digest(data), upload.name), data, None
 
 
 def model_choice() -> tuple[ModelChoice, bytes | None, Problem | None]:
     """The model picked in the sidebar, the bytes of an uploaded weights file, and why it cannot
     be loaded before even trying (None: try it)."""
-    label = st.radio("Model", list(SOURCES), key="model_source")
-    source = SOURCES[label]
+    factory = server_factory()
+    labels = ([FACTORY_LABEL] if factory else []) + list(SOURCES)
+    label = st.radio("Model", labels, key="model_source")
+    source = "factory" if label == FACTORY_LABEL else SOURCES[label]
+    if source == "factory":
+        st.caption(f"`{factory}`, named when the server was started.")
+        return ModelChoice("factory", factory, None), None, None
     if source == "demo":
         return ModelChoice("demo"), None, None
+    if source == "timm":
+        return timm_choice()
+    if source == "modelfile":
+        return model_file_choice()
     archs = architectures()
     default("arch", "resnet18")
     arch = st.selectbox("Architecture", archs, key="arch")
@@ -122,7 +164,7 @@ pages = [
 # at the top: .streamlit/config.toml turns the sidebar's page list off (see the module docstring)
 navigation = st.navigation(pages, position="top")
 keep_persisted()  # every page's settings survive runs that do not draw them (dashboard.widget_state)
-persist("model_source", "arch", "pretrained", "sample_index")
+persist("model_source", "arch", "pretrained", "timm_arch", "timm_pretrained", "sample_index")
 
 with st.sidebar:
     st.title("cnnvis")

@@ -90,22 +90,28 @@ class _ReluRuleMode(TorchFunctionMode):
         super().__init__()
         self.guided = rule == "guided"
         self.calls = 0
+        self.image_calls = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in _RELU_OUT_OF_PLACE or func in _RELU_IN_PLACE:
             inplace = func in _RELU_IN_PLACE or bool(kwargs.get("inplace", args[1] if len(args) > 1 else False))
             self.calls += 1
+            # the parameters are frozen: an input that requires grad depends on the image
+            self.image_calls += bool(getattr(args[0], "requires_grad", False))
             return _RuleReLU.apply(args[0], self.guided, inplace)
         return func(*args, **kwargs)
 
 
 @dataclass
 class RuleStats:
-    """What :func:`relu_rule` did: ``calls``, the number of ReLU calls given the rule."""
+    """What :func:`relu_rule` did: ``calls``, the number of ReLU calls given the rule;
+    ``image_calls``, those whose input required a gradient (with frozen parameters: depended on
+    the input image, so the rule can change the input gradient)."""
 
     rule: str
     calls: int = 0
+    image_calls: int = 0
 
 
 @contextmanager
@@ -129,6 +135,7 @@ def relu_rule(rule: str) -> Iterator[RuleStats]:
             yield stats
     finally:
         stats.calls = mode.calls
+        stats.image_calls = mode.image_calls
 
 
 def other_activations(model: nn.Module) -> tuple[str, ...]:
@@ -206,6 +213,11 @@ def input_gradient(core: ModelCore, x: torch.Tensor, target: Target | None, rule
         score = logits[0, target]
         (grad,) = torch.autograd.grad(score, x)
         core.counters.add(backward=1)
+    if stats.calls and not stats.image_calls:
+        raise ModelError(f"The {rule} rule changes the backward pass of ReLUs, and none of this model's "
+                         f"{stats.calls} ReLU calls depends on the image (they compute something else, such as Swin "
+                         "V2's position-bias MLP): the result would be the plain gradient. Use method 'gradient' "
+                         "instead.")
     return grad[0].detach().float().cpu(), target, float(score.detach()), stats.calls
 
 

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 import torch
 from PIL import Image
 
-from . import backprop, deconv, features, kernels, pruning, zoo
+from . import backprop, deconv, features, kernels, loaders, pruning, zoo
 from . import cam as cams
 from . import demo as demo_model
 from .core import ImageLike, ModelCore, default_device
@@ -32,6 +32,7 @@ from .optimize.loop import OnStep
 from .optimize.objectives import Objective
 from .optimize.run import OptimizationResult, Units
 from .optimize.settings import Settings
+from .spec import ModelSpec
 from .targets import Prediction, Target, top_k
 from .view import tensor_to_image
 
@@ -48,12 +49,18 @@ class Engine(ModelCore):
     The model is put in eval mode and its parameters are frozen.
     """
 
+    #: how to build this engine again in another process (a cluster worker): set by :meth:`demo`
+    #: and :meth:`from_torchvision`; None for an engine around a model object
+    spec: ModelSpec | None = None
+
     # ------------------------------------------------------------------ construction
     @classmethod
     def demo(cls, device: str | torch.device | None = None) -> Engine:
         """The bundled demo model (DemoNet trained on the procedural shapes), works offline."""
-        return cls(demo_model.load_model(), transform=demo_model.transform(), categories=demo_model.class_names(),
-                   input_size=demo_model.INPUT_SIZE, device=device, name="demo")
+        engine = cls(demo_model.load_model(), transform=demo_model.transform(), categories=demo_model.class_names(),
+                     input_size=demo_model.INPUT_SIZE, device=device, name="demo")
+        engine.spec = ModelSpec("demo")
+        return engine
 
     @classmethod
     def from_torchvision(cls, name: str, weights: object = "DEFAULT",
@@ -65,6 +72,41 @@ class Engine(ModelCore):
         file object; ``.pth``/``.pt`` loaded with ``weights_only=True``, or ``.safetensors``).
         """
         built = zoo.build(name, weights)
+        engine = cls(built.model, transform=built.transform, categories=built.categories,
+                     input_size=built.input_size, device=device, name=built.description)
+        engine.spec = ModelSpec.torchvision(name, weights)
+        return engine
+
+    @classmethod
+    def from_timm(cls, name: str, weights: object = "DEFAULT", device: str | torch.device | None = None,
+                  **kwargs: object) -> Engine:
+        """A timm model by name with timm's data config (input size, mean/std, interpolation,
+        crop) and, for a 1000-class head, ImageNet's class names. ``weights``: ``"DEFAULT"``
+        (timm's pretrained weights; offline a :class:`WeightsUnavailableError`), ``None``
+        (random) or a state-dict file. ``kwargs`` go to ``timm.create_model``."""
+        built = loaders.timm_model(name, weights, **kwargs)
+        return cls(built.model, transform=built.transform, categories=built.categories,
+                   input_size=built.input_size, device=device, name=built.description)
+
+    @classmethod
+    def from_file(cls, source: object, input_size: tuple[int, int] | None = None, mean: Sequence[float] | None = None,
+                  std: Sequence[float] | None = None, categories: Sequence[str] | None = None,
+                  device: str | torch.device | None = None) -> Engine:
+        """A ``.pt2`` (``torch.export.save``) or ``.onnx`` model from a path, bytes or file object,
+        recognised by content (see :mod:`cnnvis_core.loaders`); nothing in the file is executed."""
+        built = loaders.file_model(source, input_size, mean, std, categories)
+        return cls(built.model, transform=built.transform, categories=built.categories,
+                   input_size=built.input_size, device=device, name=built.description)
+
+    @classmethod
+    def from_factory(cls, target: str, device: str | torch.device | None = None) -> Engine:
+        """``"package.module:function"``: the function (server-side code) returns an ``nn.Module``
+        (wrapped with the defaults) or an :class:`Engine` (taken as it is)."""
+        built = loaders.factory_model(target)
+        if isinstance(built, Engine):
+            return built
+        if not isinstance(built, zoo.ZooModel):
+            raise loaders.ModelError(f"The model factory {target!r} returned {type(built).__name__}, not an Engine.")
         return cls(built.model, transform=built.transform, categories=built.categories,
                    input_size=built.input_size, device=device, name=built.description)
 

@@ -28,6 +28,7 @@ from .core import ImageLike, ModelCore
 from .errors import InputError
 from .hooks import record_outputs
 from .layers import LayerInfo
+from .layouts import NHWC, TOKENS, as_maps
 from .render import colorize
 from .sheets import Style, enlarge, enlarge_factor, fit_grid, grid_shape, layout, scale_under, titled_sheet, value_range
 
@@ -43,8 +44,11 @@ def capture(core: ModelCore, image: ImageLike, layers: str | Iterable[str]) -> d
     """``{name: output}`` of the named layers from ONE forward pass, on the CPU.
 
     A conv layer gives a ``(C, H, W)`` tensor, a linear layer a ``(F,)`` vector (the batch
-    dimension is dropped); a layer that runs several times gives its last output. Unknown names
-    raise :class:`LayerError` before anything runs.
+    dimension is dropped); a layer that runs several times gives its last output. A layer whose
+    layout holds a map another way is read through it (:mod:`cnnvis_core.layouts`): a Swin
+    stage's ``NHWC`` output comes permuted to ``(C, H, W)``, a ViT block's ``tokens`` as the
+    ``(D, h, w)`` map of its patch tokens (the class and other prefix tokens left out); an
+    ``other`` output comes as it is. Unknown names raise :class:`LayerError` before anything runs.
     """
     names = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
     infos = [core.layer(name) for name in names]  # an unknown name raises, with close names, before any pass
@@ -52,7 +56,14 @@ def capture(core: ModelCore, image: ImageLike, layers: str | Iterable[str]) -> d
     x = core.preprocess(image)
     with core.session(), record_outputs(watched) as outputs:
         core.forward(x)
-    return {name: outputs[name][0].float().cpu() for name in names}
+    return {info.name: _as_map(info, outputs[info.name])[0].float().cpu() for info in infos}
+
+
+def _as_map(info: LayerInfo, output: torch.Tensor) -> torch.Tensor:
+    """``(B, …)`` → ``(B, C, h, w)`` for a token or NHWC layer; anything else as it is."""
+    if info.layout in (NHWC, TOKENS):
+        return as_maps(output, info.layout, info.prefix_tokens, info.grid).contiguous()
+    return output
 
 
 # ---------------------------------------------------------------------------- channels

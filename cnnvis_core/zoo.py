@@ -160,8 +160,19 @@ def _zoo_model(model: torch.nn.Module, w: Any, description: str) -> ZooModel:
 
 
 def _build_random(arch: str) -> ZooModel:
-    """Build ``arch`` with random weights, but the DEFAULT weights' transform and categories."""
-    return _zoo_model(_new_model(arch), _default_weights(arch), f"{arch}, random weights")
+    """Build ``arch`` with random weights, but the DEFAULT weights' transform and categories.
+
+    A model built for another input size than the DEFAULT weights' (``vit_h_14``: DEFAULT is the
+    518 px SWAG checkpoint, the random model is built for 224 px) takes the transform of the
+    architecture's weights whose crop fits the model (``IMAGENET1K_SWAG_LINEAR_V1``)."""
+    model = _new_model(arch)
+    weights = _default_weights(arch)
+    size = getattr(model, "image_size", None)
+    if isinstance(size, int) and _input_size(weights.transforms()) != (size, size):
+        fitting = [w for w in torchvision.models.get_model_weights(arch) if _input_size(w.transforms()) == (size, size)]
+        if fitting:
+            weights = fitting[0]
+    return _zoo_model(model, weights, f"{arch}, random weights")
 
 
 def _build_pretrained(arch: str, w: Any, progress: bool) -> ZooModel:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import runpy
+import sys
 import urllib.parse
 import weakref
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from cnnvis_core import CnnvisError, Engine, load_image_with_notes, zoo
+from cnnvis_core import CnnvisError, Engine, load_image_with_notes, loaders, zoo
 from cnnvis_core.demo import CLASSES, HELD_OUT_SEED_START, sample
 from cnnvis_core.errors import WeightsUnavailableError
 from cnnvis_core.sheets import Style, sheet_png
@@ -40,7 +42,7 @@ SAMPLE_COUNT = 16
 class ModelChoice:
     """A hashable description of the model a user picked (the engine cache's key)."""
 
-    source: str  # "demo" | "torchvision" | "file"
+    source: str  # "demo" | "torchvision" | "file" (state dict) | "timm" | "modelfile" (.pt2/.onnx) | "factory"
     arch: str = ""
     weights: str | None = "DEFAULT"  # torchvision: "DEFAULT" or None (random)
     file_digest: str = ""
@@ -52,12 +54,17 @@ class ModelChoice:
             return "Demo model (DemoNet, shapes)"
         if self.source == "file":
             return f"{self.arch} with {self.file_name}"
-        return f"{self.arch} ({'pretrained' if self.weights else 'random weights'})"
+        if self.source == "modelfile":
+            return f"model file {self.file_name}"
+        if self.source == "factory":
+            return f"{self.arch}()"
+        prefix = "timm " if self.source == "timm" else ""
+        return f"{prefix}{self.arch} ({'pretrained' if self.weights else 'random weights'})"
 
     @property
     def random(self) -> bool:
-        """A torchvision architecture with random (untrained) weights."""
-        return self.source == "torchvision" and self.weights is None
+        """A torchvision or timm architecture with random (untrained) weights."""
+        return self.source in ("torchvision", "timm") and self.weights is None
 
     @property
     def stem(self) -> str:
@@ -67,6 +74,10 @@ class ModelChoice:
             return "demonet"
         if self.source == "file":
             return safe_stem(self.arch, Path(self.file_name).stem)
+        if self.source == "modelfile":
+            return safe_stem(Path(self.file_name).stem)
+        if self.source == "factory":
+            return safe_stem(self.arch.replace(":", "_"))
         return safe_stem(self.arch, "random") if self.random else self.arch
 
     @property
@@ -76,7 +87,13 @@ class ModelChoice:
             return "bundled demo weights (8 drawn shapes)"
         if self.source == "file":
             return f"weights file {self.file_name}"
-        return "random (untrained) weights" if self.random else f"torchvision pretrained weights ({self.weights})"
+        if self.source == "modelfile":
+            return f"as stored in {self.file_name}"
+        if self.source == "factory":
+            return f"as built by {self.arch}"
+        if self.random:
+            return "random (untrained) weights"
+        return f"{'timm' if self.source == 'timm' else 'torchvision'} pretrained weights ({self.weights})"
 
 
 #: each engine built by :func:`_build_engine` → ``repr`` of its model choice (its caches' key)
@@ -91,6 +108,14 @@ def _build_engine(choice: ModelChoice, _file_bytes: bytes | None = None) -> Engi
         named = io.BytesIO(_file_bytes)
         named.name = choice.file_name  # messages name the user's file, not "in-memory bytes"
         engine = Engine.from_torchvision(choice.arch, weights=named)
+    elif choice.source == "modelfile":
+        named = io.BytesIO(_file_bytes)
+        named.name = choice.file_name
+        engine = Engine.from_file(named)
+    elif choice.source == "timm":
+        engine = Engine.from_timm(choice.arch, weights=choice.weights)
+    elif choice.source == "factory":
+        engine = Engine.from_factory(choice.arch)
     else:
         engine = Engine.from_torchvision(choice.arch, weights=choice.weights)
     _ENGINE_KEYS[engine] = repr(choice)
@@ -112,6 +137,29 @@ def engine_key(engine: Engine) -> str:
 def architectures() -> list[str]:
     """The torchvision architectures the sidebar offers."""
     return zoo.list_architectures()
+
+
+@st.cache_data(show_spinner=False)
+def timm_architectures() -> list[str]:
+    """The timm model names the sidebar offers (``timm.list_models()``)."""
+    return loaders.list_timm_models()
+
+
+def timm_pretrained(name: str) -> bool:
+    """Whether timm's pretrained weights of ``name`` are cached or downloadable (bounded probe)."""
+    return loaders.timm_pretrained_available(name)
+
+
+def server_factory(argv: list[str] | None = None) -> str | None:
+    """The model factory the server was started with: ``streamlit run app.py -- --model pkg.mod:build``
+    or the environment variable ``CNNVIS_MODEL``; None when neither is given."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(args):
+        if arg == "--model" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--model="):
+            return arg.split("=", 1)[1]
+    return os.environ.get("CNNVIS_MODEL") or None
 
 
 def pretrained_status(arch: str) -> zoo.PretrainedStatus:

@@ -41,8 +41,13 @@ def cam(A: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 def cam_map(shared: SharedPass) -> torch.Tensor:
-    """CAM's raw maps ``(T, h, w)`` from a shared pass (see :func:`cam` and :func:`cam_weights`)."""
-    return cam(shared.A, cam_weights(shared.core, shared.run, shared.layer, shared.automatic))
+    """CAM's raw maps ``(T, h, w)`` from a shared pass (see :func:`cam` and :func:`cam_weights`).
+    A head that pools ``ReLU(A)`` of the automatic layer (torchvision's DenseNet: a functional
+    ReLU after ``norm5``, which no module outputs) gets the map of ``ReLU(A)``, the features its
+    linear layer reads. A named layer must be the pooled one itself."""
+    weights = cam_weights(shared.core, shared.run, shared.layer, shared.automatic)
+    A = torch.relu(shared.A) if shared.layer in _relu_heads(shared.core) else shared.A
+    return cam(A, weights)
 
 
 def cam_weights(core: ModelCore, run: LayerPass, layer: str, automatic: bool = False) -> torch.Tensor:
@@ -63,7 +68,9 @@ def cam_weights(core: ModelCore, run: LayerPass, layer: str, automatic: bool = F
             raise ModelError(f"CAM needs a model that ends in global average pooling and one linear layer; this "
                              f"model has no linear layer. {advice}")
         linear, features, output = run.linear
-        if not _head_fits(run, features, output):
+        if automatic and not _head_fits(run, features, output) and _head_fits(run, features, output, relu=True):
+            _relu_heads(core).add(layer)  # the automatic layer pooled through a functional ReLU (DenseNet)
+        elif not _head_fits(run, features, output):
             if automatic:
                 raise ModelError("CAM needs a model whose output is one linear layer applied to the global average "
                                  f"of its last feature maps ({layer!r}); this model's head is different (more layers, "
@@ -85,9 +92,15 @@ def _heads(core: ModelCore) -> dict[str, nn.Linear]:
     return core.cache.get("CAM heads", dict)
 
 
-def _head_fits(run: LayerPass, features: torch.Tensor, output: torch.Tensor) -> bool:
-    """Whether the linear layer's input is the pass's pooled activation and its output the logits."""
-    pooled = run.activation.mean((-2, -1))
+def _relu_heads(core: ModelCore) -> set[str]:
+    """Layers whose verified head pools ``ReLU(A)`` rather than ``A`` (per model)."""
+    return core.cache.get("CAM heads after a ReLU", set)
+
+
+def _head_fits(run: LayerPass, features: torch.Tensor, output: torch.Tensor, relu: bool = False) -> bool:
+    """Whether the linear layer's input is the pass's pooled activation (of ``ReLU(A)`` with
+    ``relu``) and its output the logits."""
+    pooled = (torch.relu(run.activation) if relu else run.activation).mean((-2, -1))
     scale = float(pooled.abs().max()) + 1e-6
     return (output.shape == run.logits.shape and torch.allclose(output, run.logits, rtol=1e-4, atol=1e-5)
             and features.shape == pooled.shape and torch.allclose(features, pooled, rtol=1e-4, atol=1e-5 * scale))

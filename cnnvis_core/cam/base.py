@@ -32,6 +32,7 @@ from ..core import ModelCore
 from ..errors import LayerError
 from ..hooks import Tap, tapped
 from ..layers import LayerInfo, find_layer
+from ..layouts import NCHW, as_maps, describe
 from ..targets import Target, resolve_targets
 
 
@@ -55,35 +56,58 @@ class CamResult:
 
 # ---------------------------------------------------------------------------- layers
 def cam_layers(layers: Sequence[LayerInfo]) -> list[LayerInfo]:
-    """Layers a CAM can use: a ``(C, H, W)`` output with more than one position."""
+    """Layers a CAM can use: an output holding a ``C×h×w`` map with more than one position,
+    read through its layout (``NCHW``, ``NHWC`` or a ViT's ``tokens``)."""
     return [info for info in layers if info.has_map]
 
 
 def default_layer(core: ModelCore) -> LayerInfo:
-    """The last layer with a spatial output before global pooling (worked out once per model).
+    """The layer a CAM takes when none is named (worked out once per model).
 
-    That is the last layer, in execution order, with a ``(C, H, W)`` output and ``H·W > 1``.
-    When it is an ``nn.Sequential`` (``features``, ``layer4``), whose output is by definition
-    that of its last child, the child is named instead while it runs once per pass
-    (``features.relu7``, ``layer4.2``); other containers (a residual block) are kept as they
-    are, since their output is not any child's.
+    Where the model's family names one (:func:`cnnvis_core.layouts.describe`): a ViT/DeiT's last
+    block's first norm (``blocks[-1].norm1``, ``encoder.layers[-1].ln_1``: the tokens the last
+    attention mixes into the class token, the layer pytorch-grad-cam's ViT tutorial uses; the
+    last block's own output reaches the class score only through its class token), a Swin's
+    last stage, a MaxViT's last block. Otherwise the last layer, in execution order, with a
+    ``C×h×w`` map and ``h·w > 1``, going back over trailing poolings (VGG's ``avgpool`` and
+    last ``MaxPool2d``: the last ReLU of ``features``). When it is an ``nn.Sequential``
+    (``features``, ``layer4``), whose output is by definition that of its last child, the child
+    is named instead while it runs once per pass (``features.relu7``, ``layer4.2``); other
+    containers (a residual block) are kept as they are, since their output is not any child's.
     """
     return core.cache.get("default CAM layer", lambda: _last_spatial_layer(core))
 
 
-def _last_spatial_layer(core: ModelCore) -> LayerInfo:
-    layers = core.layers()
-    spatial = cam_layers(layers)
-    if not spatial:
-        raise LayerError("This model has no layer with a spatial (C×H×W) output, so no class activation "
-                         "map applies; use a saliency method (engine.saliency) instead.")
-    chosen = spatial[-1]
-    by_name = {info.name: info for info in layers}
+def _last_child(core: ModelCore, by_name: dict[str, LayerInfo], chosen: LayerInfo) -> LayerInfo:
+    """``chosen``, or for an ``nn.Sequential`` its last child (recursively) while that gives the
+    same output, run once per pass."""
     while isinstance(module := core.module(chosen.name), nn.Sequential) and len(module) > 0:
         child = by_name.get(f"{chosen.name}.{list(module._modules)[-1]}")
         if child is None or child.output_shape != chosen.output_shape or child.calls != 1:
             break
         chosen = child
+    return chosen
+
+
+_POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
+def _last_spatial_layer(core: ModelCore) -> LayerInfo:
+    layers = core.layers()
+    named = describe(core.model).auto_layer
+    by_name = {info.name: info for info in layers}
+    if named is not None and named in by_name and by_name[named].has_map:
+        return by_name[named]
+    spatial = cam_layers(layers)
+    if not spatial:
+        raise LayerError("This model has no layer with a spatial (C×H×W) output, so no class activation "
+                         "map applies; use a saliency method (engine.saliency) instead.")
+    for candidate in reversed(spatial):
+        chosen = _last_child(core, by_name, candidate)
+        if not isinstance(core.module(chosen.name), _POOLS):
+            break
+    else:
+        chosen = _last_child(core, by_name, spatial[-1])
     return chosen
 
 
@@ -96,6 +120,8 @@ def resolve_layer(core: ModelCore, name: str | None) -> LayerInfo:
     if not info.has_map:
         suitable = [i.name for i in cam_layers(layers)][-4:]
         shape = "×".join(map(str, info.output_shape))
+        if info.layout == "other":
+            shape += " (a layout the model's structure does not tell: not read as a map)"
         raise LayerError(f"Layer {name!r} outputs {shape}, not a spatial map (C×H×W with H·W > 1), so it has no "
                          f"class activation map. Pick a layer with feature maps, e.g. "
                          f"{', '.join(repr(s) for s in suitable)} (the default is the last of them).")
@@ -142,7 +168,8 @@ class SharedPass:
 
 
 def layer_tap(core: ModelCore, layer: str, record: dict[str, torch.Tensor], differentiable: bool) -> Tap:
-    """A tap that keeps the output of ``layer`` (its last call) in ``record["a"]``.
+    """A tap that keeps the output of ``layer`` (its last call) in ``record["a"]``, raw, as the
+    layer outputs it (read it as maps with :func:`as_layer_maps`).
 
     ``differentiable=True``: the output is replaced by a clone of a new autograd leaf, the
     recorded tensor, so that ``torch.autograd.grad(score, record["a"])`` reaches exactly that
@@ -161,6 +188,14 @@ def layer_tap(core: ModelCore, layer: str, record: dict[str, torch.Tensor], diff
     return core.tap(layer, action)
 
 
+def as_layer_maps(info: LayerInfo, output: torch.Tensor) -> torch.Tensor:
+    """``(B, …)`` raw output (or gradient) of layer ``info`` → ``(B, C, h, w)`` through its layout
+    (:func:`cnnvis_core.layouts.as_maps`); an NCHW tensor is returned as it is."""
+    if info.layout == NCHW:
+        return output
+    return as_maps(output, info.layout, info.prefix_tokens, info.grid)
+
+
 def linear_taps(core: ModelCore, record: dict[str, object]) -> list[Tap]:
     """Taps that keep ``(module, input, output)`` of the last ``nn.Linear`` to run in ``record["last"]``."""
     def action(module: nn.Module, inputs: tuple, output: object) -> None:
@@ -173,7 +208,9 @@ def linear_taps(core: ModelCore, record: dict[str, object]) -> list[Tap]:
 def layer_pass(core: ModelCore, x: torch.Tensor, layer: str, targets: Sequence[Target] | None = None,
                top: int = 1, *, gradients: bool = True, linear: bool = False) -> LayerPass:
     """ONE forward pass of ``x`` (``(B, 3, H, W)``) recording ``layer``; with ``gradients``, ONE
-    backward to that layer for every target class (batched when there are several).
+    backward to that layer for every target class (batched when there are several). The
+    activation and its gradients are read as ``(B, C, h, w)`` maps through the layer's layout
+    (a Swin stage's NHWC permuted, a ViT's tokens without the prefix on the patch grid).
 
     Targets are resolved on the first image of the batch. Runs inside the core's session
     and counts its passes; every hook is gone when it returns or raises.
@@ -189,7 +226,11 @@ def layer_pass(core: ModelCore, x: torch.Tensor, layer: str, targets: Sequence[T
         scores = logits[0].detach().float().cpu().numpy()
         classes = resolve_targets(scores, targets, top, core.categories)
         grads = _gradients(core, logits, seen["a"], classes) if gradients else None
-    return LayerPass(seen["a"].detach(), grads, logits.detach(), scores, classes, last.get("last"))
+    info = core.layer(layer)
+    activation = as_layer_maps(info, seen["a"].detach())
+    if grads is not None and info.layout != NCHW:  # the gradient is read through the same layout
+        grads = as_layer_maps(info, grads.flatten(0, 1)).unflatten(0, grads.shape[:2])
+    return LayerPass(activation, grads, logits.detach(), scores, classes, last.get("last"))
 
 
 def _gradients(core: ModelCore, logits: torch.Tensor, activation: torch.Tensor, classes: list[int]) -> torch.Tensor:

@@ -8,6 +8,7 @@ name, title, paper, kind and options (see :mod:`.declaration`). A new method is 
 from __future__ import annotations
 
 from .activation import cam_map, iscam_variants, scorecam_variants, sscam_variants
+from .attention import attention_rollout, gradient_attention
 from .base import SharedPass
 from .declaration import MASKED, SAMPLED, SHARED, CamMethod, Option, register
 from .gradient import gradcam_pp_weights, gradcam_weights, layercam, smooth_gradcam_pp, xgradcam_weights
@@ -70,3 +71,11 @@ register(CamMethod(
 register(CamMethod(
     "layercam", "Layer-CAM", "Jiang et al. 2021", SHARED, "ReLU(Σ_k ReLU(g_k) A_k) at each position",
     map=_layercam_map))
+register(CamMethod(
+    "rollout", "Attention rollout", "Abnar & Zuidema 2020", SAMPLED,
+    "R = Π_l (½ mean_h A_l + ½ I); the class token's row over the patches (vision transformers; class-agnostic)",
+    compute=attention_rollout, gradients=False))
+register(CamMethod(
+    "chefer", "Gradient-weighted attention", "Chefer et al. 2021", SAMPLED,
+    "R ← R + mean_h((∇A ⊙ A)⁺) R over the blocks; the class token's row over the patches (vision transformers)",
+    compute=gradient_attention))

@@ -247,7 +247,10 @@ def test_parameters_stay_frozen_without_grad(tiny):
     engine, x, _ = tiny
     for method in METHODS:
         options = {"n_samples": 2} if method in ("sscam", "iscam", "smoothgradcam++") else {}
-        engine.cam(x, method, **options)
+        try:
+            engine.cam(x, method, **options)
+        except ModelError:  # the attention methods refuse a CNN
+            assert method in ("rollout", "chefer"), method
         assert hook_count(engine.model) == 0, method
     assert all(p.grad is None and not p.requires_grad for p in engine.model.parameters())
 
