@@ -22,6 +22,7 @@ from torch import nn
 from torchvision.transforms import v2
 
 from cnnvis_core import Engine, jobs, load_image
+from cnnvis_core.cam import pointing_game, silhouette
 from cnnvis_core.data import Dataset
 from cnnvis_core.demo import sample
 from cnnvis_core.hooks import tapped
@@ -211,10 +212,15 @@ def test_cam_quality_and_the_pointing_game_on_the_demo_data_set(demo_engine, tmp
     rows = cq.rows
     assert rows["id"].tolist() == sorted(list(range(24)) * 2)
     assert rows["target"][rows["method"] == "gradcam"].tolist() == [sample(SEEDS + 100 + i)[1][0] for i in range(24)]
-    first = rows["method"] == "gradcam"
+    gradcam = rows["method"] == "gradcam"
+    hits = []
+    for i in range(24):  # the pointing game, image by image through the engine
+        image, labels, masks = sample(SEEDS + 100 + i)
+        hits.append(int(pointing_game(demo_engine.cam(image, "gradcam", target=labels[0]).map, silhouette(masks[0]))))
+    assert rows["hit"][gradcam].tolist() == hits
     heat = demo_engine.cam(sample(SEEDS + 100)[0], "gradcam", target=int(rows["target"][0])).map
     curves = demo_engine.faithfulness(sample(SEEDS + 100)[0], heat, int(rows["target"][0]), steps=4)
-    assert rows["deletion"][first][0] == pytest.approx(curves.deletion_auc, abs=1e-6)
+    assert rows["deletion"][gradcam][0] == pytest.approx(curves.deletion_auc, abs=1e-6)
     loaded = jobs.load(tmp_path / "cq")
     assert loaded.summary == summary
     assert json.loads((tmp_path / "cq" / "manifest.json").read_text())["summary"]["gradcam"]["pointing"]["n"] == 24
