@@ -256,8 +256,9 @@ class ModelCore:
             self._categories = [f"class {i}" for i in range(n)]
         return self._categories
 
-    def preprocess(self, image: ImageLike) -> torch.Tensor:
-        """The ``(1, 3, H, W)`` tensor the model sees, on the core's device.
+    def preprocess(self, image: ImageLike, on_device: bool = True) -> torch.Tensor:
+        """The ``(1, 3, H, W)`` tensor the model sees, on the core's device (on the CPU with
+        ``on_device=False``, for a batch that moves to the device at once).
 
         A PIL image (any mode; converted to RGB) or an ``H×W×3`` uint8 array goes through the
         model's transform; a tensor ``(1, 3, H, W)`` or ``(3, H, W)`` is taken as already
@@ -271,7 +272,18 @@ class ModelCore:
             x = image
         else:
             raise InputError(f"Expected a PIL image, an H×W×3 array or a tensor, got {type(image).__name__}.")
-        return _as_batch_of_one(x).to(self.device, torch.float32)
+        x = _as_batch_of_one(x)
+        return x.to(self.device, torch.float32) if on_device else x.float()
+
+
+def stack_batch(inputs: list[torch.Tensor]) -> torch.Tensor:
+    """Preprocessed ``(1, 3, H, W)`` inputs as one ``(B, 3, H, W)`` batch; :class:`InputError` when
+    their sizes differ (a transform that does not resize)."""
+    shapes = {tuple(x.shape) for x in inputs}
+    if len(shapes) > 1:
+        raise InputError(f"The preprocessed images differ in size ({', '.join(map(str, sorted(shapes)))}); "
+                         "pass images of one size or use a model whose transform resizes them.")
+    return torch.cat(inputs)
 
 
 def _array_to_pil(array: np.ndarray) -> Image.Image:

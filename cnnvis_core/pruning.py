@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .core import ModelCore
+from .core import ModelCore, stack_batch
 from .errors import InputError
 from .hooks import Action, tapped
 
@@ -62,18 +62,10 @@ def preprocessed_batches(core: ModelCore, images: Iterable, batch_size: int = 16
     for image in images:
         chunk.append(core.preprocess(image))
         if len(chunk) == batch_size:
-            yield _stack(chunk)
+            yield stack_batch(chunk)
             chunk = []
     if chunk:
-        yield _stack(chunk)
-
-
-def _stack(chunk: list[torch.Tensor]) -> torch.Tensor:
-    shapes = {tuple(x.shape) for x in chunk}
-    if len(shapes) > 1:
-        raise InputError(f"The preprocessed images differ in size ({', '.join(map(str, sorted(shapes)))}); "
-                         "pass images of one size or let the model's transform resize them.")
-    return torch.cat(chunk)
+        yield stack_batch(chunk)
 
 
 # ---------------------------------------------------------------------------- hooks

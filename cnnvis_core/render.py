@@ -100,7 +100,7 @@ def color_bar(cmap: str, low: float, high: float, width: int = 256, label: str =
     on as many lines of the bar's width as it needs."""
     width = max(64, int(width))
     bar_height, gap = max(8, text_size), 3
-    text = _text_font(text_size)
+    text = font(text_size)
     low_text, high_text = ends if ends is not None else (_number(low), _number(high))
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     room = width - probe.textlength(low_text, font=text) - probe.textlength(high_text, font=text) - 2 * text_size
@@ -154,8 +154,9 @@ def _number(value: float) -> str:
 
 
 @lru_cache(maxsize=8)
-def _text_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    """Pillow's bundled TrueType font at ``size`` px, drawn at the size it is shown (crisp)."""
+def font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's bundled TrueType font at ``size`` px (its bitmap font where FreeType is missing); text
+    drawn at the size it is shown stays crisp."""
     try:
         return ImageFont.load_default(size=size)
     except (ImportError, TypeError):  # pragma: no cover - Pillow built without FreeType

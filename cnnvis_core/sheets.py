@@ -12,13 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .errors import InputError
-from .render import to_png_bytes, with_color_bar
+from .render import font, to_png_bytes, with_color_bar
 
 #: colour of the gaps between tiles (light gray, distinct from every colormap's ends)
 BACKGROUND = (236, 236, 236)
@@ -141,15 +140,6 @@ def sheet_png(sheet: np.ndarray) -> bytes:
     (1336×1681) encodes about 3× faster than at Pillow's default level for ~10 % more bytes,
     which matters because pages re-encode a sheet whenever the user changes the view."""
     return to_png_bytes(sheet, compress_level=1)
-
-
-@lru_cache(maxsize=8)
-def font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    """Pillow's bundled font at ``size`` px (its bitmap font where FreeType is missing)."""
-    try:
-        return ImageFont.load_default(size=size)
-    except (ImportError, TypeError):  # pragma: no cover - Pillow built without FreeType
-        return ImageFont.load_default()
 
 
 def titled_sheet(tiles: np.ndarray, titles: Sequence[Sequence[str]], ncols: int | None = None,

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..core import ModelCore
+from ..core import ModelCore, stack_batch
 from ..demo import HELD_OUT_SEED_START
 from ..errors import CnnvisError, InputError
 from ..images import load_image
@@ -239,7 +239,7 @@ class Dataset:
         for i in ids:
             try:
                 image, loaded = self._read(i)
-                tensors.append(_preprocessed(core, image))
+                tensors.append(core.preprocess(image, on_device=False))
             except CnnvisError as error:
                 skip = Skip(int(i), self.path(i), str(error))
                 skipped.append(skip)
@@ -249,7 +249,7 @@ class Dataset:
             kept.append(int(i))
             targets.append(loaded.target)
             masks.append(loaded.mask)
-        x = _stack(tensors).to(core.device, torch.float32, non_blocking=True) if tensors else None
+        x = stack_batch(tensors).to(core.device, non_blocking=True) if tensors else None
         return Batch(np.asarray(kept, dtype=np.int64), x, tuple(skipped), tuple(targets), tuple(masks))
 
     def batches(self, core: ModelCore, batch_size: int = 32, ids: Sequence[int] | None = None,
@@ -277,24 +277,6 @@ def fingerprint_of(root: str, ids: np.ndarray, total: int) -> str:
 def _not_an_image(key: str) -> str:
     ending = os.path.splitext(key)[1] or "no extension"
     return f"not an image file by its name ({ending}); images are JPEG, PNG, WebP, BMP, GIF or TIFF files"
-
-
-def _preprocessed(core: ModelCore, image: Image.Image) -> torch.Tensor:
-    """``core.preprocess`` without the move to the device (a batch moves at once): ``(3, H, W)``."""
-    x = core.transform(image)
-    if x.dim() == 4 and x.shape[0] == 1:
-        x = x[0]
-    if x.dim() != 3 or x.shape[0] != 3 or not x.is_floating_point():
-        raise InputError(f"The model's transform gave a {tuple(x.shape)} {x.dtype} tensor, not a (3, H, W) float one.")
-    return x
-
-
-def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
-    shapes = {tuple(x.shape) for x in tensors}
-    if len(shapes) > 1:
-        raise InputError(f"The preprocessed images differ in size ({', '.join(map(str, sorted(shapes)))}); "
-                         "use a model whose transform resizes them.")
-    return torch.stack(tensors)
 
 
 def _prefetched(load, chunks: Iterator[np.ndarray]) -> Iterator[Batch]:
