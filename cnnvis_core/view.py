@@ -101,7 +101,7 @@ def input_window(transform: object, photo_size: tuple[int, int]) -> Window | Non
     ``ToDtype``, ``Normalize``…). Anything else (a random crop, a ``Lambda``, a custom
     function) gives None: the caller then shows the map on the model's input only.
     """
-    steps = _geometry_steps(transform, 0)
+    steps = geometry_steps(transform)
     if steps is None:
         return None
     width, height = photo_size
@@ -109,7 +109,7 @@ def input_window(transform: object, photo_size: tuple[int, int]) -> Window | Non
     size = (width, height)  # the current picture's pixels
     for kind, value in steps:
         if kind == "resize":
-            size = _resized(size, *value)
+            size = resized(size, *value)
         else:  # centre crop to (height, width), as torchvision computes it
             crop_h, crop_w = value
             top = round((size[1] - crop_h) / 2.0)
@@ -121,17 +121,23 @@ def input_window(transform: object, photo_size: tuple[int, int]) -> Window | Non
     return Window((box[0], box[1], box[2], box[3]), (int(width), int(height)))
 
 
-def _geometry_steps(transform: object, depth: int) -> list[tuple[str, tuple]] | None:
-    """The resizes and centre crops a transform applies, in order; None if it does anything else."""
+#: one geometric step: ``("resize", (target, max_size))`` (``target``: ``(s,)`` the shorter side,
+#: ``(h, w)`` exact, ``()`` the longer side to ``max_size``) or ``("crop", (h, w))`` (centre)
+Step = tuple[str, tuple]
+
+
+def geometry_steps(transform: object, depth: int = 0) -> list[Step] | None:
+    """The resizes and centre crops a transform applies, in order (see :data:`Step`); None if it
+    does anything else (see :func:`input_window` for what is understood)."""
     name = type(transform).__name__
     if depth > 8:
         return None
     if hasattr(transform, "resize_size") and hasattr(transform, "crop_size"):  # torchvision weights preset
         return [("resize", (_sizes(transform.resize_size), None)), ("crop", _pair(transform.crop_size))]
     if name == "Compose":
-        steps: list[tuple[str, tuple]] = []
+        steps: list[Step] = []
         for child in getattr(transform, "transforms", ()):
-            found = _geometry_steps(child, depth + 1)
+            found = geometry_steps(child, depth + 1)
             if found is None:
                 return None
             steps += found
@@ -154,7 +160,7 @@ def _pair(size: object) -> tuple[int, int]:
     return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
 
 
-def _resized(size: tuple[int, int], target: tuple[int, ...], max_size: int | None) -> tuple[int, int]:
+def resized(size: tuple[int, int], target: tuple[int, ...], max_size: int | None) -> tuple[int, int]:
     """``(width, height)`` after torchvision's ``Resize(target, max_size=max_size)``."""
     width, height = size
     if len(target) == 2:

@@ -2,11 +2,11 @@
 
 A classifier's transform resizes the image (to a fixed size, or its shorter side to ``s``) and may
 crop the centre; both are affine in each axis, ``x_in = a · x_orig + b``. :func:`view_of` reads
-the steps from the transform (torchvision's ``ImageClassification`` preset, ``Compose`` of v1 or
-v2 ``Resize`` / ``CenterCrop`` and pixel-wise steps such as ``ToTensor`` and ``Normalize``); a
-transform it cannot read is taken as a plain resize to the input size, and says so
-(``exact=False``). :meth:`View.to_original` maps a box of the input tensor back to the original
-image, so a crop of a dataset example is cut from the file at its own resolution.
+the steps with :func:`cnnvis_core.view.geometry_steps` (the same reading that lays a CAM over the
+photo); a transform it cannot read is taken as a plain resize to the input size, and says so
+(``exact=False``). A :class:`View` is plain data, so it travels in a result's manifest.
+:meth:`View.to_original` maps a box of the input tensor back to the original image, so a crop of a
+dataset example is cut from the file at its own resolution.
 
 Sizes follow torchvision: a single size resizes the shorter side to it, the longer to
 ``int(size · long / short)``; a centre crop starts at ``round((H − h) / 2)``.
@@ -14,33 +14,30 @@ Sizes follow torchvision: a single size resizes the shorter side to it, the long
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-#: transform classes that move no pixel (by class name, v1 and v2 alike)
-_PIXELWISE = frozenset({"ToImage", "ToTensor", "PILToTensor", "ToDtype", "ConvertImageDtype", "Normalize",
-                        "ToPILImage", "ToPureTensor", "RGB", "Lambda"})
+from ..view import Step, geometry_steps, resized
 
 Box = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)
 class View:
-    """The geometric steps of a transform: ``("resize", size)`` (``[s]``: shorter side, ``[h, w]``:
-    exact) and ``("crop", [h, w])`` (centre), in order; ``exact`` is False when the steps were
+    """The geometric steps of a transform (:data:`cnnvis_core.view.Step`: ``("resize", (target,
+    max_size))`` and ``("crop", (h, w))``), in order; ``exact`` is False when the steps were
     assumed rather than read."""
 
-    steps: tuple[tuple[str, tuple[int, ...]], ...]
+    steps: tuple[Step, ...]
     exact: bool = True
 
     def sizes(self, size: tuple[int, int]) -> list[tuple[str, tuple[int, int], tuple[int, int]]]:
         """``[(step, (w, h) before, (w, h) after)]`` for an image of ``size = (w, h)``."""
         out = []
         for op, arg in self.steps:
-            after = _resized(size, arg) if op == "resize" else (arg[-1], arg[0])
+            after = resized(size, *arg) if op == "resize" else (arg[1], arg[0])
             out.append((op, size, after))
             size = after
         return out
@@ -79,58 +76,27 @@ class View:
         return image
 
     def as_dict(self) -> dict:
-        return {"steps": [[op, list(arg)] for op, arg in self.steps], "exact": self.exact}
+        steps = [["resize", [list(arg[0]), arg[1]]] if op == "resize" else [op, list(arg)] for op, arg in self.steps]
+        return {"steps": steps, "exact": self.exact}
 
     @classmethod
     def from_dict(cls, data: dict) -> View:
-        return cls(tuple((str(op), tuple(int(a) for a in arg)) for op, arg in data["steps"]), bool(data["exact"]))
+        return cls(tuple(_step(str(op), arg) for op, arg in data["steps"]), bool(data["exact"]))
 
 
-def _resized(size: tuple[int, int], arg: Sequence[int]) -> tuple[int, int]:
-    w, h = size
-    if len(arg) == 2:
-        return int(arg[1]), int(arg[0])
-    short, long = (w, h) if w <= h else (h, w)
-    new_short, new_long = int(arg[0]), int(int(arg[0]) * long / short)
-    return (new_short, new_long) if w <= h else (new_long, new_short)
-
-
-def _as_size(size: object) -> tuple[int, ...]:
-    if isinstance(size, int):
-        return (size,)
-    return tuple(int(s) for s in size)
-
-
-def _steps(transform: object) -> list[tuple[str, tuple[int, ...]]] | None:
-    """The geometric steps of ``transform``, or None when one of its parts is unknown."""
-    name = type(transform).__name__
-    if name == "ImageClassification":  # torchvision's preset: resize the shorter side, then crop
-        return [("resize", _as_size(transform.resize_size)), ("crop", _as_square(_as_size(transform.crop_size)))]
-    if hasattr(transform, "transforms") and isinstance(transform.transforms, (list, tuple)):
-        steps: list[tuple[str, tuple[int, ...]]] = []
-        for part in transform.transforms:
-            inner = _steps(part)
-            if inner is None:
-                return None
-            steps += inner
-        return steps
-    if name == "Resize":
-        return [("resize", _as_size(transform.size))]
-    if name == "CenterCrop":
-        return [("crop", _as_square(_as_size(transform.size)))]
-    if name in _PIXELWISE:
-        return []
-    return None
-
-
-def _as_square(size: tuple[int, ...]) -> tuple[int, int]:
-    return (size[0], size[0]) if len(size) == 1 else (size[0], size[1])
+def _step(op: str, arg: list) -> Step:
+    """A step read back from JSON (also the older ``["resize", [s]]`` form, without ``max_size``)."""
+    if op != "resize":
+        return op, tuple(int(a) for a in arg)
+    if all(isinstance(a, int) for a in arg):
+        return op, (tuple(arg), None)
+    return op, (tuple(int(t) for t in arg[0]), None if arg[1] is None else int(arg[1]))
 
 
 def view_of(transform: object, input_size: tuple[int, int]) -> View:
     """The :class:`View` of a transform; a transform that cannot be read is assumed to resize to
     ``input_size = (h, w)`` (``exact=False``)."""
-    steps = _steps(transform)
+    steps = geometry_steps(transform)
     if steps is None:
-        return View((("resize", (int(input_size[0]), int(input_size[1]))),), exact=False)
+        return View((("resize", ((int(input_size[0]), int(input_size[1])), None)),), exact=False)
     return View(tuple(steps))

@@ -210,7 +210,7 @@ def test_what_is_no_data_set_gets_a_message(tmp_path):
 def test_the_view_of_a_torchvision_transform_matches_the_transform():
     resnet = Engine.from_torchvision("resnet18", weights=None, device="cpu")
     view = view_of(resnet.transform, resnet.input_size)
-    assert view.exact and view.steps == (("resize", (256,)), ("crop", (224, 224)))
+    assert view.exact and view.steps == (("resize", ((256,), None)), ("crop", (224, 224)))
     photo = sample(SEEDS + 60)[0].resize((300, 200))
     seen = view.apply(photo)
     expected = TF.center_crop(TF.resize(photo, [256]), [224, 224])
