@@ -1,11 +1,13 @@
 """Cached calls and figures of the class-activation-map page (``pages/cam.py``).
 
-Every model call is cached with ``st.cache_data``, keyed by the engine and the image (hashed by
-their keys, :data:`~dashboard.state.HASH_FUNCS`) and the method, layer, target and options, so
+Every model call is cached (:func:`dashboard.memo.cached`: one store bounded by bytes, shared by the
+sessions), keyed by the engine and the image (by their keys, :data:`~dashboard.state.HASH_FUNCS`)
+and the method, layer, target and options, so
 moving the opacity slider or changing the colormap only recomposes pictures from cached maps
 (:func:`overlay_png`), never runs the model. The Score-CAM family (one pass per channel and sample)
-is kept in a store shared by the sessions instead, so that its computation can show a progress bar
-(with a Stop button: this store's spinner). The five methods that share one forward and one
+is kept in the same store but computed outside a cached function, so that its computation can show
+a progress bar (with a Stop button); a session asking for a map another one is computing waits for
+it instead of computing it again. The five methods that share one forward and one
 backward pass (CAM, Grad-CAM, Grad-CAM++, XGrad-CAM, Layer-CAM) are computed together the first
 time any of them is asked for. The page's third tab has the gradient maps (vanilla gradient,
 deconvnet, guided backprop, guided Grad-CAM) and the deconvnet projection of one channel (Zeiler &
@@ -19,9 +21,7 @@ from __future__ import annotations
 
 import io
 import itertools
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -39,7 +39,9 @@ from cnnvis_core.deconv import Reconstruction
 from cnnvis_core.render import color_bar, colorize, overlay, to_png_bytes, with_color_bar
 from cnnvis_core.view import Window, input_window
 
-from .state import HASH_FUNCS, ChosenImage, engine_key, safe_stem
+from . import memo
+from .memo import cached
+from .state import ChosenImage, engine_key, safe_stem
 
 #: above this many masked forward passes the page asks before computing
 CONFIRM_PASSES = 4096
@@ -111,13 +113,12 @@ def changed_options(name: str, values: dict) -> tuple:
     return tuple(sorted((key, value) for key, value in values.items() if defaults.get(key) != value))
 
 
-@st.cache_data(max_entries=64, show_spinner="Computing the maps that share one forward and backward pass…",
-               hash_funcs=HASH_FUNCS)
+@cached("Computing the maps that share one forward and backward pass…")
 def _shared(engine: Engine, chosen: ChosenImage, layer: str | None, target: int | None) -> dict[str, CamResult]:
     return engine.cams(chosen.image, None, layer, target)
 
 
-@st.cache_data(max_entries=64, show_spinner="Computing the class activation map…", hash_funcs=HASH_FUNCS)
+@cached("Computing the class activation map…")
 def _single(engine: Engine, chosen: ChosenImage, method: str, layer: str | None, target: int | None,
             options: tuple) -> CamResult | CnnvisError:
     # A refusal is cached too, so redrawing a page that shows it never runs the model again.
@@ -160,7 +161,7 @@ def fits_in_row(engine: Engine, chosen: ChosenImage, method: str, layer: str | N
         return True
     key = MaskedKey.of(engine, chosen, method, layer, target, ())
     quick = masked_passes(engine, method, layer, {}) <= CONFIRM_PASSES and engine.quick_passes
-    return quick or _masked_store().get(key) is not None
+    return quick or _stored(key) is not None
 
 
 class MaskedKey(NamedTuple):
@@ -184,30 +185,9 @@ class MaskedKey(NamedTuple):
         return "_".join(map(str, self))
 
 
-class _Store:
-    """The last maps of the masked methods, shared by all sessions (a thread-safe LRU dict)."""
-
-    def __init__(self, size: int = 32) -> None:
-        self._lock = threading.Lock()
-        self._items: OrderedDict[MaskedKey, CamResult | CnnvisError] = OrderedDict()
-        self._size = size
-
-    def get(self, key: MaskedKey) -> CamResult | CnnvisError | None:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-            return self._items.get(key)
-
-    def put(self, key: MaskedKey, value: CamResult | CnnvisError) -> None:
-        with self._lock:
-            self._items[key] = value
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-
-
-@st.cache_resource
-def _masked_store() -> _Store:
-    return _Store()
+def _stored(key: MaskedKey) -> CamResult | CnnvisError | None:
+    """A masked method's map (or refusal) from the dashboard's shared cache, else None."""
+    return memo.STORE.get(("masked map", *key))
 
 
 class Stopped(Exception):
@@ -235,30 +215,39 @@ def _masked(engine: Engine, key: MaskedKey, image, show_progress: bool, stoppabl
     """A Score-CAM-family map, from the store or computed under a progress bar in ``where``
     (with a Stop button when ``stoppable``).
 
-    Not ``st.cache_data``: its one pass per channel and sample can take minutes on a CPU, and a
-    cached function may not update a progress bar drawn outside it. A refusal is stored too.
+    Not :func:`~dashboard.memo.cached`: its one pass per channel and sample can take minutes on a
+    CPU, and its progress bar belongs to the session that computes it. A refusal is stored too.
     Stop (or any other widget) makes Streamlit rerun, which interrupts the computation at the
     bar's next update: the exception leaves the engine (hooks removed, nothing stored), and the
     rerun finds the map in the session's stopped set and raises :class:`Stopped` instead of
     starting it again.
     """
-    store = _masked_store()
-    found = store.get(key)
+    found = _stored(key)
     if found is not None:
         return found
     if key in st.session_state.get(STOPPED, set()):
         raise Stopped(key)
-    slot = where.empty() if show_progress else None
-    extra = {"progress": _progress_bar(slot, key, stoppable)} if slot is not None else {}
+    waiting = where.empty()
+
+    def build() -> CamResult | CnnvisError:
+        slot = where.empty() if show_progress else None
+        extra = {"progress": _progress_bar(slot, key, stoppable)} if slot is not None else {}
+        try:
+            return engine.cam(image, key.method, key.layer or None, key.target, **dict(key.options), **extra)
+        except CnnvisError as error:
+            return error
+        finally:
+            if slot is not None:
+                slot.empty()
+
+    def wait() -> None:
+        waiting.info(f"{title(key.method)}: another session is computing this map; it shows here when done.",
+                     icon="⏳")
+
     try:
-        found = engine.cam(image, key.method, key.layer or None, key.target, **dict(key.options), **extra)
-    except CnnvisError as error:
-        found = error
+        return memo.STORE.get_or_build(("masked map", *key), build, on_wait=wait)
     finally:
-        if slot is not None:
-            slot.empty()
-    store.put(key, found)
-    return found
+        waiting.empty()
 
 
 def _progress_bar(slot, key: MaskedKey, stoppable: bool) -> Callable[[int, int], None]:
@@ -286,7 +275,7 @@ def _progress_bar(slot, key: MaskedKey, stoppable: bool) -> Callable[[int, int],
     return progress
 
 
-@st.cache_data(max_entries=64, show_spinner="Deleting and inserting pixels…", hash_funcs=HASH_FUNCS)
+@cached("Deleting and inserting pixels…")
 def faithfulness(engine: Engine, chosen: ChosenImage, method: str, layer: str | None, target: int | None,
                  options: tuple, steps: int = 32) -> Faithfulness:
     """Deletion and insertion curves of the current map (cached)."""
@@ -294,7 +283,7 @@ def faithfulness(engine: Engine, chosen: ChosenImage, method: str, layer: str | 
     return engine.faithfulness(chosen.image, result.map, result.target, steps)
 
 
-@st.cache_data(max_entries=32, show_spinner=False, hash_funcs=HASH_FUNCS)
+@cached()
 def model_view(engine: Engine, chosen: ChosenImage) -> Image.Image:
     """The picture of the tensor the model sees (maps are aligned with it)."""
     return engine.model_view(chosen.image)
@@ -380,13 +369,13 @@ def curves_figure(result: Faithfulness, title: str) -> go.Figure:
 
 
 # ---------------------------------------------------------------------------- gradients and deconvnet
-@st.cache_data(max_entries=128, show_spinner="Backpropagating…", hash_funcs=HASH_FUNCS)
+@cached("Backpropagating…")
 def saliency(engine: Engine, chosen: ChosenImage, method: str, target: int | None) -> Saliency:
     """The saliency result of ``method`` for the chosen image (cached)."""
     return engine.saliency(chosen.image, method, target)
 
 
-@st.cache_data(max_entries=128, show_spinner=False, hash_funcs=HASH_FUNCS)
+@cached()
 def saliency_png(engine: Engine, chosen: ChosenImage, method: str, target: int | None, view: str,
                  cmap: str) -> bytes:
     """The saliency map as a PNG: magnitude through ``cmap``, or the signed gradient as RGB."""
@@ -394,7 +383,7 @@ def saliency_png(engine: Engine, chosen: ChosenImage, method: str, target: int |
     return to_png_bytes(result.rgb() if view == "signed" else colorize(result.map, cmap))
 
 
-@st.cache_data(max_entries=64, show_spinner="Projecting the channel to pixels…", hash_funcs=HASH_FUNCS)
+@cached("Projecting the channel to pixels…")
 def reconstruction(engine: Engine, chosen: ChosenImage, layer: str, channel: int, top_only: bool
                    ) -> tuple[Reconstruction, bytes, bytes]:
     """``(result, RGB PNG, magnitude PNG)`` of the deconvnet projection (cached)."""
@@ -402,7 +391,7 @@ def reconstruction(engine: Engine, chosen: ChosenImage, layer: str, channel: int
     return result, to_png_bytes(result.rgb()), to_png_bytes(colorize(result.map, "inferno"))
 
 
-@st.cache_data(max_entries=64, show_spinner=False, hash_funcs=HASH_FUNCS)
+@cached()
 def strongest_channels(engine: Engine, chosen: ChosenImage, layer: str) -> tuple[int, ...]:
     """The five channels of ``layer`` with the highest maximum activation on the image (cached)."""
     maps = engine.feature_maps(chosen.image, [layer])[layer]

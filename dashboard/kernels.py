@@ -1,37 +1,37 @@
 """Cached calls and figures of the kernel viewer (``pages/kernels.py``): conv weights, kernel
 pictures and their charts.
 
-Reading weights runs no forward pass; the weight of a layer is kept per (engine, layer) in
-``st.cache_resource`` and every picture in ``st.cache_data``, the engine hashed by its key
-(:data:`~dashboard.state.HASH_FUNCS`).
+Reading weights runs no forward pass; the weight of a layer (per engine and layer) and every
+picture are kept in the dashboard's byte-bounded cache (:func:`dashboard.memo.cached`), the engine
+known by its key (:data:`~dashboard.state.HASH_FUNCS`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
-import streamlit as st
 import torch
 
 from cnnvis_core import Engine
 from cnnvis_core import kernels as kx
 
-from .state import HASH_FUNCS, Picture, picture, sheet_style
+from .memo import cached
+from .state import Picture, picture, sheet_style
 
 
-@st.cache_resource(max_entries=16, ttl=3600, show_spinner=False, hash_funcs=HASH_FUNCS)
+@cached()
 def weight(engine: Engine, layer: str) -> torch.Tensor:
     """The conv weight ``(out, in, kh, kw)`` of ``layer`` (cached; LayerError if not a conv)."""
     return engine.kernels(layer)
 
 
-@st.cache_data(max_entries=16, show_spinner=False, hash_funcs=HASH_FUNCS)
+@cached()
 def conv_shapes(engine: Engine) -> dict[str, tuple[int, ...]]:
     """``{conv name: weight shape}`` for every 2-D convolution of the model."""
     return {name: tuple(engine.kernels(name).shape) for name in engine.conv_layers()}
 
 
-@st.cache_data(max_entries=64, show_spinner=False, hash_funcs=HASH_FUNCS)
+@cached()
 def rgb_picture(engine: Engine, layer: str, scaling: str) -> Picture:
     """Every filter of a 3-input-channel conv as an RGB tile, with the scale under them."""
     w = weight(engine, layer)
@@ -39,7 +39,7 @@ def rgb_picture(engine: Engine, layer: str, scaling: str) -> Picture:
     return picture(kx.rgb_kernels(w, scaling, style=style), style)
 
 
-@st.cache_data(max_entries=64, show_spinner=False, hash_funcs=HASH_FUNCS)
+@cached()
 def slices_picture(engine: Engine, layer: str, out_channel: int, scaling: str, cmap: str) -> Picture:
     """The per-input-channel slices of one filter, with the scale under them."""
     w = weight(engine, layer)
@@ -53,7 +53,7 @@ def page_size(shape: tuple[int, ...], per_page: int) -> int:
     return kx.whole_rows(shape[1], per_page)
 
 
-@st.cache_data(max_entries=64, show_spinner=False, hash_funcs=HASH_FUNCS)
+@cached()
 def kernel_page(engine: Engine, layer: str, page: int, per_page: int, scaling: str, cmap: str
                 ) -> tuple[Picture, kx.KernelPage]:
     """One page of every (out, in) kernel with labelled axes and the scale, and where it sits

@@ -2,10 +2,11 @@
 (model, image), everything else from cache.
 
 :func:`layer_capture` runs the model once with every layer hooked and keeps the outputs in
-``st.cache_resource`` (shared, never copied; a resnet50 at 224 px holds about 150 MB), keyed by
-the engine and the image (hashed by their keys, :data:`~dashboard.state.HASH_FUNCS`). Pictures and
-numbers derived from it are cached with ``st.cache_data`` the same way, so changing the layer, the
-page of channels, the order, the colormap or the view never runs the model again.
+the dashboard's byte-bounded cache (:func:`dashboard.memo.cached`: shared, never copied; a resnet50
+at 224 px holds about 150 MB, counted as such against ``CNNVIS_CACHE_MB``), keyed by the engine and
+the image (by their keys, :data:`~dashboard.state.HASH_FUNCS`). Pictures and numbers derived from it
+are cached the same way, so changing the layer, the page of channels, the order, the colormap or the
+view never runs the model again.
 """
 
 from __future__ import annotations
@@ -14,20 +15,19 @@ import io
 
 import numpy as np
 import plotly.graph_objects as go
-import streamlit as st
 import torch
 from plotly.subplots import make_subplots
 
 from cnnvis_core import Engine, LayerInfo, features
 from cnnvis_core.render import colormap_lut
 
-from .state import HASH_FUNCS, ChosenImage, ModelChoice, Picture, picture, safe_stem, sheet_style
+from .memo import cached
+from .state import ChosenImage, ModelChoice, Picture, picture, safe_stem, sheet_style
 
 Capture = tuple[tuple[LayerInfo, ...], dict[str, torch.Tensor]]
 
 
-@st.cache_resource(max_entries=4, ttl=3600, show_spinner="Running the model once for every layer…",
-                   hash_funcs=HASH_FUNCS)
+@cached("Running the model once for every layer…")
 def layer_capture(engine: Engine, chosen: ChosenImage) -> Capture:
     """Every layer's output for the chosen image: ``(layers, {name: output})``, one forward."""
     layers = tuple(engine.layers())
@@ -39,7 +39,7 @@ def _maps(engine: Engine, chosen: ChosenImage) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------------------- pictures
-@st.cache_data(max_entries=128, show_spinner=False, hash_funcs=HASH_FUNCS)
+@cached()
 def grid_picture(engine: Engine, chosen: ChosenImage, layer: str, channels: tuple[int, ...], cmap: str,
                  scaling: str) -> Picture:
     """The chosen channels of ``layer`` as one labelled grid with its colour scale."""
@@ -53,7 +53,7 @@ def channel_page(engine: Engine, chosen: ChosenImage, layer: str, page: int, per
     return features.channel_page(_maps(engine, chosen)[layer], page, per_page, order)
 
 
-@st.cache_data(max_entries=64, show_spinner=False, hash_funcs=HASH_FUNCS)
+@cached()
 def sum_and_max(engine: Engine, chosen: ChosenImage, layer: str, cmap: str) -> tuple[Picture, Picture]:
     """``(channel sum, maximum over channels)`` of ``layer``, each with its own colour scale."""
     maps = _maps(engine, chosen)[layer]
@@ -62,7 +62,7 @@ def sum_and_max(engine: Engine, chosen: ChosenImage, layer: str, cmap: str) -> t
             picture(features.map_image(features.max_map(maps), cmap, style=style, label="max over channels"), style))
 
 
-@st.cache_data(max_entries=32, show_spinner="Drawing every layer…", hash_funcs=HASH_FUNCS)
+@cached("Drawing every layer…")
 def overview_picture(engine: Engine, chosen: ChosenImage, kinds: tuple[str, ...], ncols: int) -> Picture:
     """One mean map per layer of the chosen kinds (give them sorted: one cache entry per set),
     titled, with each map's range and the colour scale, as one picture."""
@@ -88,13 +88,13 @@ def channel_ranking(engine: Engine, chosen: ChosenImage, layer: str) -> np.ndarr
 
 
 # ---------------------------------------------------------------------------- numbers and files
-@st.cache_data(max_entries=32, show_spinner=False, hash_funcs=HASH_FUNCS)
+@cached()
 def layer_statistics(engine: Engine, chosen: ChosenImage) -> list[features.LayerStats]:
     """:class:`~cnnvis_core.features.LayerStats` of every layer, in execution order."""
     return features.depth_stats(*layer_capture(engine, chosen))
 
 
-@st.cache_data(max_entries=16, show_spinner=False, hash_funcs=HASH_FUNCS)
+@cached()
 def activation_files(engine: Engine, chosen: ChosenImage, layer: str, model: ModelChoice | None
                      ) -> tuple[bytes, bytes]:
     """``(.npy of the layer's output, .npz with it, its channel means and a note)``: the note is

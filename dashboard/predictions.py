@@ -7,14 +7,14 @@ the same image's top classes cost one forward pass for both pages.
 from __future__ import annotations
 
 import plotly.graph_objects as go
-import streamlit as st
 
 from cnnvis_core import Engine
 
-from .state import HASH_FUNCS, ChosenImage
+from .memo import cached
+from .state import ChosenImage
 
 
-@st.cache_data(max_entries=256, show_spinner=False, hash_funcs=HASH_FUNCS)
+@cached()
 def top_classes(engine: Engine, chosen: ChosenImage, k: int) -> list[tuple[int, str, float]]:
     """The top-``k`` ``(index, label, probability)`` of the chosen image (cached)."""
     return [tuple(p) for p in engine.predict(chosen.image, k=k)]

@@ -31,6 +31,8 @@ from cnnvis_core.demo import CLASSES, HELD_OUT_SEED_START, sample
 from cnnvis_core.errors import WeightsUnavailableError
 from cnnvis_core.sheets import Style, sheet_png
 
+from . import memo
+
 #: the navigation frame every page runs in
 APP = Path(__file__).resolve().parents[1] / "app.py"
 #: first seed of the dashboard's sample images (held out from training)
@@ -236,6 +238,7 @@ class ChosenImage:
 #: by the argument's exact type (``module.qualname``), not by ``isinstance``: a subclass of either
 #: needs its own entry.
 HASH_FUNCS = {Engine: engine_key, ChosenImage: lambda chosen: chosen.key}
+memo.KEYS.update(HASH_FUNCS)  # the byte-bounded cache (dashboard.memo) knows them by the same keys
 
 
 @dataclass(frozen=True)

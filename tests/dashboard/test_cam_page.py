@@ -106,18 +106,18 @@ def test_a_stopped_masked_map_is_not_started_again_until_asked(monkeypatch):
     map was stopped, shows none, runs nothing on reruns; "Compute it again" computes it. (The
     interruption itself, mid-run, is a browser test: AppTest cannot click while a script runs.)"""
     from dashboard import cam as glue
+    from dashboard import memo
 
     asked: list[tuple] = []
 
-    class Forgetful(glue._Store):  # keeps nothing, so only the stopped set can prevent a computation
-        def get(self, key: tuple) -> None:
-            asked.append(key)
+    def forgetful(key: glue.MaskedKey) -> None:  # keeps nothing: only the stopped set can prevent a computation
+        asked.append(key)
 
-        def put(self, key: tuple, value: object) -> None:
-            pass
-
-    store = Forgetful()
-    monkeypatch.setattr(glue, "_masked_store", lambda: store)
+    monkeypatch.setattr(glue, "_stored", forgetful)
+    memo.STORE.clear(lambda key: key[0] == "masked map")  # maps earlier tests left
+    keep = memo.STORE.put
+    monkeypatch.setattr(memo.STORE, "put", lambda key, value, size=None: None if key[0] == "masked map"
+                        else keep(key, value, size))
     at = _open()
     at.selectbox(key="cam_method").set_value("scorecam")
     at.selectbox(key="cam_layer").set_value("features.relu5")
