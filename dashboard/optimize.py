@@ -10,6 +10,13 @@ click waits for that, up to :data:`CANCEL_WAIT_SECONDS`, so its own rerun shows 
 engine takes its lock per step, so other users interleave, and caches each unit's result, so
 asking again (or for an overlapping set of units) is instant.
 
+On a shared server, runs are bounded and do not outlive their audience: a request over
+:data:`WORK_BUDGET` (units × steps × pixels) is refused with its numbers; units run in batches of at
+most :data:`BATCH_PIXELS` pixels (bounded memory, and Cancel acts within one small batch's step); at
+most :data:`SLOTS` runs go at once, later ones wait in order and say how many are ahead; sessions
+asking for the same run on the same model watch one run (:func:`start_job`), and a run stops when
+its last watcher cancels or none has polled for :data:`ABANDON_SECONDS` (its tabs were closed).
+
 Polling costs the worker: each poll is a script run, and a script run holds the interpreter
 (the GIL) while the optimisation's Python between torch calls waits for it, and every new
 picture costs the browser a fetch and a redraw on the same CPUs. So the page polls once a
@@ -21,7 +28,9 @@ poll; ``python bench/dashboard.py`` measures the job against the same call in a 
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import os
 import threading
 import time
 import zipfile
@@ -30,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from cnnvis_core import CnnvisError, Engine, InputError, LayerInfo
 from cnnvis_core.optimize import DESCRIPTIONS, PRESETS, OptimizationResult, Settings
@@ -50,6 +60,16 @@ POLL_SECONDS = 1.0
 CANCEL_WAIT_SECONDS = 2.0
 #: the live preview's pictures are renewed at most this often (the progress text at every poll)
 PREVIEW_SECONDS = 2.0
+#: a run no session has looked at for this long is stopped (its tabs were closed)
+ABANDON_SECONDS = 15.0
+#: optimisations running at once on the server (``CNNVIS_OPTIMIZE_SLOTS``); later ones queue
+SLOTS = max(1, int(os.environ.get("CNNVIS_OPTIMIZE_SLOTS") or 1))
+#: the largest run one request may ask for, in units × steps × pixels (``CNNVIS_OPTIMIZE_BUDGET``;
+#: the default is 64 units × 256 steps × 128² px, about 5 minutes of the demo model on 2 CPU cores)
+WORK_BUDGET = int(float(os.environ.get("CNNVIS_OPTIMIZE_BUDGET") or 64 * 256 * 128 * 128))
+#: the most pixels one batch of units optimises at once (units are split into batches of this many
+#: pixels, so memory stays bounded and Cancel acts within one small batch's step)
+BATCH_PIXELS = 16 * 128 * 128
 
 
 def layer_choices(engine: Engine, kind: str) -> list[LayerInfo]:
@@ -113,9 +133,69 @@ class Request:
                 f"{DESCRIPTIONS[self.preset]}")
 
 
+    def work(self, engine: Engine) -> int:
+        """What the run costs: units × steps × pixels of the largest image it optimises."""
+        settings = preset_defaults(self.preset, engine).updated(**dict(self.overrides))
+        side = settings.size * settings.upscale_factor ** (settings.upscale_steps - 1)
+        return int(len(self.units) * settings.total_steps * side * side)
+
+    def batches(self, engine: Engine) -> list[tuple[int, ...]]:
+        """The units split into batches of at most :data:`BATCH_PIXELS` pixels (at least one unit each)."""
+        settings = preset_defaults(self.preset, engine).updated(**dict(self.overrides))
+        side = settings.size * settings.upscale_factor ** (settings.upscale_steps - 1)
+        per_batch = max(1, int(BATCH_PIXELS // (side * side)))
+        return [self.units[i:i + per_batch] for i in range(0, len(self.units), per_batch)]
+
+
+class Slots:
+    """The server's optimisation slots: at most :data:`SLOTS` runs at once, the others wait in
+    the order they asked (a waiting run that is cancelled leaves the queue)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._state = threading.Condition()
+        self._running = 0
+        self._queue: list[Job] = []
+
+    def ahead_of(self, job: Job) -> int:
+        """How many runs go before ``job`` (0 once it runs)."""
+        with self._state:
+            return self._running + self._queue.index(job) if job in self._queue else 0
+
+    def take(self, job: Job) -> bool:
+        """Wait for a slot; False when the job was cancelled while it waited."""
+        with self._state:
+            self._queue.append(job)
+            while self._queue[0] is not job or self._running >= self.count:
+                if job.stopping():
+                    self._queue.remove(job)
+                    self._state.notify_all()
+                    return False
+                self._state.wait(0.25)
+            self._queue.pop(0)
+            self._running += 1
+            return True
+
+    def give(self) -> None:
+        with self._state:
+            self._running -= 1
+            self._state.notify_all()
+
+
+SLOTS_IN_USE = Slots(SLOTS)
+#: the runs in progress by (engine key, request), so sessions asking for the same run share it
+_RUNNING: dict[tuple, Job] = {}
+_RUNNING_LOCK = threading.Lock()
+
+
 @dataclass
 class Job:
-    """One run in a worker thread: progress, preview and result, read by the page while it runs."""
+    """One run in a worker thread: progress, preview and result, read by the pages watching it.
+
+    Several sessions may watch one run (the same request on the same model); each watch is kept
+    alive by the session's polls (:meth:`seen`), and the run stops once nobody watches: every
+    watcher cancelled, or none has polled for :data:`ABANDON_SECONDS` (its tabs were closed).
+    """
 
     request: Request
     step: int = 0
@@ -123,8 +203,8 @@ class Job:
     preview: np.ndarray | None = None
     result: OptimizationResult | None = None
     error: str | None = None
-    #: the units the live preview shows, in its order: the request's units not in the engine's
-    #: cache already (the engine optimises only those), at most PREVIEW_ITEMS
+    #: the units the live preview shows, in its order: the current batch's units not in the
+    #: engine's cache already (the engine optimises only those), at most PREVIEW_ITEMS
     shown: tuple[int, ...] = ()
     started: float = 0.0
     finished: float | None = None
@@ -132,26 +212,40 @@ class Job:
     _done: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _files: dict = field(default_factory=dict)
+    _watchers: dict = field(default_factory=dict)  # session id → last poll (monotonic seconds)
+    _batch: tuple[int, int, int] = (0, 1, 0)  # (index, count, steps before it)
 
-    def start(self, engine: Engine) -> Job:
-        r = self.request
-        try:
-            cached = set(cached_units(engine, r.layer, list(r.units), r.kind, seed=r.seed, preset=r.preset,
-                                      position=r.position, **dict(r.overrides)))
-        except CnnvisError:  # the run itself reports it
-            cached = set()
-        self.shown = tuple(u for u in r.units if u not in cached)[:PREVIEW_ITEMS]
+    def start(self, engine: Engine, watcher: str = "") -> Job:
         self.started = time.monotonic()
+        self.seen(watcher)
         threading.Thread(target=self._run, args=(engine,), name="cnnvis-optimize", daemon=True).start()
         return self
 
+    def seen(self, watcher: str = "") -> None:
+        """A session looked at the run (its poll): keeps its watch alive."""
+        with self._lock:
+            self._watchers[watcher] = time.monotonic()
+
+    def stopping(self) -> bool:
+        """Whether the run should stop: cancelled by every watcher, or none has polled for
+        :data:`ABANDON_SECONDS`."""
+        if self._cancel.is_set():
+            return True
+        with self._lock:
+            now = time.monotonic()
+            if all(now - last > ABANDON_SECONDS for last in self._watchers.values()):
+                self._cancel.set()
+        return self._cancel.is_set()
+
     def _run(self, engine: Engine) -> None:
-        r = self.request
         try:
-            result = engine.optimize(r.layer, list(r.units), r.kind, seed=r.seed, on_step=self._on_step,
-                                     preset=r.preset, position=r.position, **dict(r.overrides))
-            with self._lock:
-                self.result = result
+            if SLOTS_IN_USE.take(self):
+                try:
+                    self._optimize(engine)
+                finally:
+                    SLOTS_IN_USE.give()
+            else:
+                self.error = "The run was cancelled before it started."
         except CnnvisError as error:
             self.error = str(error)
         except Exception as error:  # noqa: BLE001 - a worker thread must report, not vanish
@@ -160,15 +254,51 @@ class Job:
             self.finished = time.monotonic()
             self._done.set()
 
+    def _optimize(self, engine: Engine) -> None:
+        """Optimise the request's units batch by batch; a cancel keeps the batches done and the
+        current batch's images so far."""
+        r = self.request
+        batches = r.batches(engine)
+        parts: list[OptimizationResult] = []
+        steps_before = 0
+        for index, units in enumerate(batches):
+            self._shown_for(engine, units)
+            with self._lock:
+                self._batch = (index, len(batches), steps_before)
+            part = engine.optimize(r.layer, list(units), r.kind, seed=r.seed, on_step=self._on_step,
+                                   preset=r.preset, position=r.position, **dict(r.overrides))
+            parts.append(part)
+            steps_before += part.steps_total
+            if part.cancelled or self.stopping():
+                break
+        with self._lock:
+            self.result = _joined(parts)
+
+    def _shown_for(self, engine: Engine, units: tuple[int, ...]) -> None:
+        r = self.request
+        try:
+            cached = set(cached_units(engine, r.layer, list(units), r.kind, seed=r.seed, preset=r.preset,
+                                      position=r.position, **dict(r.overrides)))
+        except CnnvisError:  # the run itself reports it
+            cached = set()
+        with self._lock:
+            self.shown = tuple(u for u in units if u not in cached)[:PREVIEW_ITEMS]
+            self._files.pop("preview", None)
+
     def _on_step(self, step: int, total: int, preview: np.ndarray) -> bool:
         with self._lock:
-            self.step, self.total, self.preview = step, total, preview
-        return not self._cancel.is_set()
+            _, count, before = self._batch
+            self.step, self.total, self.preview = before + step, total * count, preview
+        return not self.stopping()
 
-    def cancel(self, wait: float = 0.0) -> bool:
-        """Ask the run to stop after its current step; wait up to ``wait`` seconds for it to
+    def cancel(self, wait: float = 0.0, watcher: str | None = None) -> bool:
+        """Stop watching the run (``watcher``: a session; None: stop it for everyone); the run
+        stops after its current step once nobody watches. Wait up to ``wait`` seconds for it to
         end (its images so far become the result); whether it has ended."""
-        self._cancel.set()
+        with self._lock:
+            self._watchers.pop(watcher, None)
+            if watcher is None or not self._watchers:
+                self._cancel.set()
         return self._done.wait(wait)
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -188,13 +318,19 @@ class Job:
             return self.step, self.total, self.preview
 
     def status(self) -> str:
-        """``Step 12 of 32 · 4 s elapsed · about 7 s left`` (the left time from the mean step so far)."""
+        """``Step 12 of 32 · 4 s elapsed · about 7 s left`` (the left time from the mean step so
+        far), ``Waiting for a free slot: 2 runs ahead`` while queued."""
         step, total, _ = self.progress()
         elapsed = self.elapsed
+        ahead = SLOTS_IN_USE.ahead_of(self)
+        if ahead:
+            return f"Waiting for a free slot: {ahead} run{'s' * (ahead > 1)} ahead · {duration(elapsed)} elapsed"
         if not total:
             return f"Starting · {duration(elapsed)} elapsed"
         left = f"about {duration(elapsed / step * (total - step))} left" if step else "estimating the time left"
-        return f"Step {step} of {total} · {duration(elapsed)} elapsed · {left}"
+        index, count, _ = self._batch
+        batch = f" · batch {index + 1} of {count}" if count > 1 else ""
+        return f"Step {step} of {total}{batch} · {duration(elapsed)} elapsed · {left}"
 
     def preview_tiles(self, categories: list[str]) -> list[tuple[bytes, str]]:
         """The live preview as ``(PNG, caption)`` per unit shown (empty before the first step),
@@ -258,16 +394,60 @@ def unit_name(kind: str, unit: int, categories: list[str]) -> str:
     return f"variant {unit}" if kind == "deepdream" else f"{kind} {unit}"
 
 
+def _joined(parts: list[OptimizationResult]) -> OptimizationResult:
+    """The results of consecutive batches as one (the last one's step count when it was cancelled)."""
+    last = parts[-1]
+    return dataclasses.replace(
+        last, units=tuple(u for p in parts for u in p.units), images=tuple(i for p in parts for i in p.images),
+        activations=np.concatenate([p.activations for p in parts]), cached=sum(p.cached for p in parts),
+        notes=tuple(dict.fromkeys(n for p in parts for n in p.notes)))
+
+
+def session_id() -> str:
+    """The browser session running this script ("" outside one)."""
+    ctx = get_script_run_ctx(suppress_warning=True)
+    return ctx.session_id if ctx is not None else ""
+
+
+def cancel_job(job: Job) -> None:
+    """This session's Cancel: stop watching ``job`` and wait (up to :data:`CANCEL_WAIT_SECONDS`)
+    for it to hand back its images, so the click's own rerun shows them. A run other sessions
+    still watch goes on for them, and this session lets go of it."""
+    me = session_id()
+    job.cancel(wait=CANCEL_WAIT_SECONDS, watcher=me)
+    if not job.done and not job.stopping():
+        st.session_state.pop(JOB_KEY, None)
+
+
 def current_job() -> Job | None:
-    return st.session_state.get(JOB_KEY)
+    """This session's run (its poll keeps the run alive: see :class:`Job`)."""
+    job = st.session_state.get(JOB_KEY)
+    if job is not None and not job.done:
+        job.seen(session_id())
+    return job
 
 
-def start_job(engine: Engine, request: Request) -> Job:
-    """Cancel this session's running job, if any, and start one for ``request``."""
-    old = current_job()
+def start_job(engine: Engine, request: Request, key: str = "") -> Job:
+    """Stop watching this session's running job, if any, and start one for ``request`` — or
+    watch the same run another session started (``key``: the engine's cache key). Raises
+    :class:`InputError` for a run over :data:`WORK_BUDGET`."""
+    work = request.work(engine)
+    if work > WORK_BUDGET:
+        raise InputError(f"This run asks for {len(request.units)} unit(s) × its steps × its image size "
+                         f"= {work:,.0f} pixel-steps; this server allows {WORK_BUDGET:,.0f} per run. Choose "
+                         "fewer units, fewer steps or a smaller image.")
+    me = session_id()
+    old = st.session_state.get(JOB_KEY)
     if old is not None and not old.done:
-        old.cancel()
-    job = Job(request).start(engine)
+        old.cancel(watcher=me)
+    with _RUNNING_LOCK:
+        for stale in [k for k, j in _RUNNING.items() if j.done]:
+            del _RUNNING[stale]
+        job = _RUNNING.get((key, request))
+        if job is None or job.stopping():
+            job = _RUNNING[(key, request)] = Job(request).start(engine, me)
+        else:
+            job.seen(me)
     st.session_state[JOB_KEY] = job
     return job
 

@@ -5,7 +5,7 @@ import streamlit as st
 from cnnvis_core import CnnvisError
 from cnnvis_core.optimize import DESCRIPTIONS, PRESETS
 from dashboard import optimize as view
-from dashboard.state import require_engine, require_frame, show_error
+from dashboard.state import engine_key, require_engine, require_frame, show_error
 
 require_frame()  # a page URL opened first on a fresh server: run it in app.py's frame
 
@@ -79,7 +79,10 @@ request = view.Request(layer, tuple(int(u) for u in units), kind, preset, overri
                        engine.name)
 
 if st.button(f"Optimise {len(units)} image(s)", type="primary", key="opt_run"):
-    view.start_job(engine, request)
+    try:
+        view.start_job(engine, request, engine_key(engine))
+    except CnnvisError as error:
+        show_error(error)
 
 job = view.current_job()
 if job is None:
@@ -90,7 +93,7 @@ running = not job.done
 
 def cancel(job: view.Job) -> None:
     """Stop the run and wait for it to hand back its images, so this click's rerun shows them."""
-    job.cancel(wait=view.CANCEL_WAIT_SECONDS)
+    view.cancel_job(job)
 
 
 # Polled once a second while a run goes on: each poll is a script run that holds the interpreter
