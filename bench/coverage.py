@@ -10,15 +10,26 @@ over two images). A call is ``ok``, ``refused: <reason>`` (a CnnvisError: a clea
 parameters restored (else ``FAILED`` in the ``state`` column)::
 
     python bench/coverage.py                        # the fast subset (tests/core/test_coverage.py's list)
-    python bench/coverage.py --torchvision --timm   # every torchvision classifier and the timm list (hours on 2 cores)
+    nohup nice -n 10 python bench/coverage.py --torchvision --timm --cap 240 --out /tmp/table.md &
     python bench/coverage.py --only resnet18,vit_b_16 --out /tmp/coverage_table.md
 
-The table goes to ``--out`` (default ``/tmp/coverage_table.md``).
+The sweep runs each architecture in its own process on ``--threads`` threads (default 1: one
+core), CNNs first and transformers last, each for at most ``--cap`` seconds (the calls it did
+not reach are ``timed out``); the table is rewritten after every architecture, so a run cut
+short keeps what it reached. Input sizes: 64 px for CNNs (96 for Inception v3), torchvision ViTs
+built for 4×4 patches (``image_size=4·patch``), Swin at 64 px (it pads to its windows), MaxViT
+and timm models at their native size. The table goes to ``--out`` (default
+``/tmp/coverage_table.md``: short cells and the reasons under the table) and the table with every
+cell's detail to ``<out>.full.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
+import subprocess
 import sys
 import time
 import warnings
@@ -70,10 +81,25 @@ def _check_map(result: object, size: tuple[int, int]) -> str:
     return "constant map" if float(m.max() - m.min()) == 0.0 else ""
 
 
+class _Reported(dict):
+    """A ``{call: Outcome}`` dict that hands every outcome to ``report`` as it is set."""
+
+    def __init__(self, report: Callable[[str, Outcome], None] | None) -> None:
+        super().__init__()
+        self._report = report
+
+    def __setitem__(self, key: str, value: Outcome) -> None:
+        super().__setitem__(key, value)
+        if self._report is not None:
+            self._report(key, value)
+
+
 def check_engine(engine: Engine, images: list, steps: int = 5, opt_size: int | None = None,
-                 samples: int = 2, masked_channels: int = 512) -> dict[str, Outcome]:
-    """Every call on ``engine`` (see the module docstring): ``{call: Outcome}``."""
-    out: dict[str, Outcome] = {}
+                 samples: int = 2, masked_channels: int = 512,
+                 report: Callable[[str, Outcome], None] | None = None) -> dict[str, Outcome]:
+    """Every call on ``engine`` (see the module docstring): ``{call: Outcome}``; ``report(call, outcome)``
+    is called as each outcome is known (the sweep streams them, so a time cap keeps what was reached)."""
+    out: dict[str, Outcome] = _Reported(report)
     image = images[0]
     size = tuple(engine.preprocess(image).shape[-2:])
     out["predict"] = _run(lambda: None if len(engine.predict(image, k=5)) == 5 else "fewer than 5 classes")
@@ -109,19 +135,29 @@ def check_engine(engine: Engine, images: list, steps: int = 5, opt_size: int | N
     clean = (hook_count(engine.model) == 0 and not any(m.training for m in engine.model.modules())
              and not any(p.requires_grad for p in engine.model.parameters()))
     out["state"] = Outcome("ok") if clean else Outcome("FAILED", "hooks, train mode or gradients left")
-    return out
+    return dict(out)
 
 
 # ---------------------------------------------------------------------------- architectures
 def small_torchvision(name: str) -> tuple[nn.Module, int]:
-    """A torchvision classifier with random weights and the small input size it allows."""
+    """A torchvision classifier with random weights and the small input size it allows: 64 px (96 for
+    Inception v3); a ViT built for a 4×4 patch grid (the same blocks, 12× fewer tokens; its head,
+    which torchvision zero-initialises, drawn from N(0, 0.02²) so that gradients reach the blocks);
+    MaxViT at its native 224 px (its 7×7 partitions need it)."""
     import torchvision
+    kwargs: dict[str, object] = {}
+    if name.startswith("vit_"):
+        kwargs["image_size"] = 4 * int(name.rsplit("_", 1)[-1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = torchvision.models.get_model(name, weights=None)
-    side = {"inception_v3": 96, "googlenet": 64}.get(name, 64)
-    if name.startswith(("vit_", "swin", "maxvit")):
-        side = getattr(model, "image_size", 224)
+        model = torchvision.models.get_model(name, weights=None, **kwargs)
+    if name.startswith("vit_"):
+        nn.init.normal_(model.heads.head.weight, std=0.02)
+    side = {"inception_v3": 96}.get(name, 64)
+    if name.startswith(("vit_", "maxvit")):
+        side = int(getattr(model, "image_size", 224))
+    if name.startswith("maxvit"):
+        side = 224
     return model, side
 
 
@@ -177,11 +213,128 @@ def images_for(side: int) -> list[np.ndarray]:
 
 
 def table(rows: dict[str, dict[str, Outcome]]) -> str:
+    """Every outcome with its detail (cut at 90 characters)."""
     calls = list(dict.fromkeys(call for row in rows.values() for call in row))
     lines = ["| architecture | " + " | ".join(calls) + " |", "| --- |" + " --- |" * len(calls)]
     for name, row in rows.items():
         lines.append(f"| {name} | " + " | ".join(row[c].cell() if c in row else "" for c in calls) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _general(reason: str) -> str:
+    """A reason without what names one model (quoted layer names, counts), so that models share it."""
+    reason = re.sub(r"\s*\('[^'\s]+'\)", "", reason)
+    reason = re.sub(r"(?<!\w)'[^'\s]+'", "'…'", reason)
+    return re.sub(r"\b\d+\b", "N", reason).replace("|", "/")
+
+
+def compact_table(rows: dict[str, dict[str, Outcome]]) -> str:
+    """The table for the README: short cells (``ok``, ``ok (constant map)``, ``skipped``, ``no [n]`` for a
+    refusal, ``FAILED [n]``, ``timed out``; the automatic layer and the layouts named), and the reasons
+    ``[n]`` listed in full under it."""
+    calls = list(dict.fromkeys(call for row in rows.values() for call in row))
+    reasons: dict[str, int] = {}
+
+    def cell(call: str, outcome: Outcome | None) -> str:
+        if outcome is None:
+            return ""
+        if outcome.status == "ok" and call in ("auto layer", "maps"):
+            return f"`{outcome.detail.removeprefix('layouts ').split(' (')[0].removeprefix('layer ')}`"
+        if outcome.status == "ok":
+            return "ok (constant map)" if outcome.detail == "constant map" else "ok"
+        if outcome.status in ("skipped", "timed out"):
+            return outcome.status
+        number = reasons.setdefault(_general(f"{outcome.status}: {outcome.detail}"), len(reasons) + 1)
+        return f"{'no' if outcome.status == 'refused' else outcome.status} [{number}]"
+
+    heads = [c.removeprefix("cam:") for c in calls]
+    lines = ["| architecture | " + " | ".join(heads) + " |", "| --- |" + " --- |" * len(calls)]
+    for name, row in rows.items():
+        lines.append(f"| {name} | " + " | ".join(cell(c, row.get(c)) for c in calls) + " |")
+    notes = [f"[{n}] {text}" for text, n in reasons.items()]
+    notes.append("skipped: Score-CAM's kin, on an automatic layer of more channels than `--masked-channels`")
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- {note}" for note in notes) + "\n"
+
+
+def _builders(args: argparse.Namespace) -> dict[str, Callable[[], tuple[nn.Module, int]]]:
+    """``{row name: build}`` for the command line's choice: ``--only``, the sweep or the fast subset."""
+    from cnnvis_core import zoo
+    builders: dict[str, Callable[[], tuple[nn.Module, int]]] = {}
+    names = [n for n in args.only.split(",") if n]
+    for name in names:  # "timm resnet50" is timm's, "resnet50" torchvision's (a name both have)
+        if name.startswith("timm "):
+            timm_name = name.removeprefix("timm ")
+            builders[name] = lambda n=timm_name: _timm(n)
+        elif name in zoo.list_architectures():
+            builders[name] = lambda n=name: small_torchvision(n)
+        else:
+            builders[f"timm {name}"] = lambda n=name: _timm(n)
+    if not names and args.torchvision:
+        builders.update({n: (lambda n=n: small_torchvision(n)) for n in zoo.list_architectures()})
+    if not names and args.timm:
+        builders.update({f"timm {n}": (lambda n=n: _timm(n)) for n in TIMM_LIST})
+    return builders if builders or names else fast_subset()
+
+
+def _timm(name: str) -> tuple[nn.Module, int]:
+    import timm
+    return timm.create_model(name), 224
+
+
+def _transformer_last(name: str) -> tuple[int, str]:
+    return (name.removeprefix("timm ").startswith(("vit", "swin", "maxvit", "deit", "beit", "eva", "coat", "levit")),
+            name)
+
+
+def _check_one(name: str, build: Callable[[], tuple[nn.Module, int]], args: argparse.Namespace,
+               report: Callable[[str, Outcome], None] | None = None) -> dict[str, Outcome]:
+    try:
+        torch.manual_seed(0)
+        model, side = build()
+        engine = Engine(model, input_size=(side, side), device="cpu", name=name)
+        return check_engine(engine, images_for(side), steps=args.steps, masked_channels=args.masked_channels,
+                            report=report)
+    except Exception as error:  # noqa: BLE001 - the sweep records every failure
+        outcome = Outcome("FAILED", f"{type(error).__name__}: {str(error)[:100]}")
+        if report is not None:
+            report("build", outcome)
+        return {"build": outcome}
+
+
+def _child(name: str, args: argparse.Namespace) -> None:
+    """Run one architecture and print each outcome as a JSON line (the parent reads them)."""
+    build = _builders(argparse.Namespace(**{**vars(args), "only": name}))
+    (row, builder), = build.items()
+
+    def report(call: str, outcome: Outcome) -> None:
+        print(json.dumps([call, outcome.status, outcome.detail]), flush=True)
+    _check_one(row, builder, args, report)
+
+
+def _in_process(row: str, args: argparse.Namespace) -> dict[str, Outcome]:
+    """One architecture in a child process for at most ``args.cap`` seconds; what it reached."""
+    command = [sys.executable, __file__, "--child", row, "--steps", str(args.steps), "--threads", str(args.threads),
+               "--masked-channels", str(args.masked_channels)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    with open(os.devnull, "w") as quiet:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=quiet, text=True, env=env)
+    try:
+        stdout, _ = process.communicate(timeout=args.cap)
+        late = None
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, _ = process.communicate()
+        late = Outcome("timed out", f"over {args.cap:.0f} s")
+    row_out: dict[str, Outcome] = {}
+    for line in stdout.splitlines():
+        if line.startswith("["):
+            call, status, detail = json.loads(line)
+            row_out[call] = Outcome(status, detail)
+    if late is not None:
+        row_out["timed out"] = late
+    elif not row_out or ("state" not in row_out and "build" not in row_out):
+        row_out["build"] = Outcome("FAILED", f"the process ended with code {process.returncode}")
+    return row_out
 
 
 def main() -> None:
@@ -192,37 +345,24 @@ def main() -> None:
     parser.add_argument("--out", default="/tmp/coverage_table.md")
     parser.add_argument("--masked-channels", type=int, default=64,
                         help="run Score-CAM's kin only on automatic layers with at most this many channels")
+    parser.add_argument("--steps", type=int, default=5, help="filter optimisation steps")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per architecture (1: one core)")
+    parser.add_argument("--cap", type=float, default=0.0,
+                        help="seconds per architecture, each in its own process (0: no cap, in this process)")
+    parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    builders: dict[str, Callable[[], tuple[nn.Module, int]]] = {}
-    from cnnvis_core import zoo
-    if args.only:
-        for name in args.only.split(","):
-            if name in zoo.list_architectures():
-                builders[name] = lambda n=name: small_torchvision(n)
-            else:
-                import timm
-                builders[f"timm {name}"] = lambda n=name: (timm.create_model(n), 224)
-    else:
-        if args.torchvision:
-            builders.update({n: (lambda n=n: small_torchvision(n)) for n in zoo.list_architectures()})
-        if args.timm:
-            import timm
-            builders.update({f"timm {n}": (lambda n=n: (timm.create_model(n), 224)) for n in TIMM_LIST})
-        if not builders:
-            builders = fast_subset()
+    torch.set_num_threads(max(1, args.threads))
+    if args.child:
+        _child(args.child, args)
+        return
+    builders = _builders(args)
     rows: dict[str, dict[str, Outcome]] = {}
-    for name, build in builders.items():
+    for name in sorted(builders, key=_transformer_last):
         start = time.perf_counter()
-        try:
-            torch.manual_seed(0)
-            model, side = build()
-            engine = Engine(model, input_size=(side, side), device="cpu", name=name)
-            rows[name] = check_engine(engine, images_for(side), masked_channels=args.masked_channels)
-        except Exception as error:  # noqa: BLE001
-            rows[name] = {"build": Outcome("FAILED", f"{type(error).__name__}: {str(error)[:100]}")}
+        rows[name] = _in_process(name, args) if args.cap > 0 else _check_one(name, builders[name], args)
         print(f"{name}: {time.perf_counter() - start:.1f} s", flush=True)
-        Path(args.out).write_text(table(rows))
+        Path(args.out).write_text(compact_table(rows))
+        Path(args.out).with_suffix(".full.md").write_text(table(rows))
     print(f"wrote {args.out}")
 
 

@@ -234,3 +234,24 @@ def as_maps(output: torch.Tensor, layout: str, prefix_tokens: int = 0,
 def layer_maps(info: object, output: torch.Tensor) -> torch.Tensor:
     """:func:`as_maps` with the layout of a :class:`~cnnvis_core.layers.LayerInfo`."""
     return as_maps(output, info.layout, info.prefix_tokens, info.grid)
+
+
+def channels_first(info: object, output: torch.Tensor) -> torch.Tensor:
+    """A layer's output with its channels on dim 1: the ``(B, C, h, w)`` maps of a map layout
+    (:func:`layer_maps`: a ViT block's ``D`` channels over its ``h×w`` patch grid, prefix tokens
+    excluded; a Swin stage permuted), any other output as it is (a vector ``(B, F)``)."""
+    if info.layout in MAP_LAYOUTS and info.map_shape is not None and output.dim() in (3, 4):
+        return layer_maps(info, output)
+    return output
+
+
+def fill_channels(info: object, output: torch.Tensor, channels: torch.Tensor, value: float = 0.0) -> torch.Tensor:
+    """``output`` with ``channels`` (a long tensor) set to ``value`` where :func:`channels_first`
+    reads them: dim 1 of NCHW and of non-map outputs, the last dim of NHWC, the last dim of the
+    patch tokens of a token layout (the prefix tokens keep their values: they are not in the map)."""
+    if info.layout == NHWC and output.dim() == 4:
+        return output.index_fill(3, channels, value)
+    if info.layout == TOKENS and output.dim() == 3:
+        prefix = int(info.prefix_tokens)
+        return torch.cat([output[:, :prefix], output[:, prefix:].index_fill(2, channels, value)], 1)
+    return output.index_fill(1, channels, value)

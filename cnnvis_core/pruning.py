@@ -12,6 +12,11 @@ as they are and once with a forward hook that sets the dead channels' outputs to
 reports ``max_n max_k |z_k(x_n) − z'_k(x_n)|`` over the logits ``z`` and whether any top-1
 class changed.
 
+Channels are read through the layer's layout (:func:`~cnnvis_core.layouts.channels_first`): a
+vision transformer block's output ``(B, P + h·w, D)`` is ``D`` channels over the ``h×w`` patch
+grid (the ``P`` prefix tokens, class and distillation, are not positions of the map), a Swin
+stage's ``(B, H, W, C)`` is ``C`` channels; zeroing a channel zeroes it at those positions only.
+
 Images are streamed: any iterable (a generator, a list, a ``(N, 3, H, W)`` tensor) is read
 lazily, ``batch_size`` at a time, and only per-channel peaks (one float per channel) are kept,
 so memory does not grow with the number of images. Each batch takes the engine's session on
@@ -33,6 +38,7 @@ from torch import nn
 from .core import ModelCore, stack_batch
 from .errors import InputError
 from .hooks import Action, tapped
+from .layouts import channels_first, fill_channels
 
 #: module types whose channels :func:`default_layers` examines: convolutions and ReLU-like
 #: activations (their outputs are exactly 0 wherever the unit is off)
@@ -42,10 +48,10 @@ DEAD_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.ReLU, nn.ReLU6)
 # ---------------------------------------------------------------------------- inputs
 def default_layers(core: ModelCore) -> list[str]:
     """The layers examined when none are named: every 2-D conv and every ReLU / ReLU6 with a
-    ``(C, H, W)`` output, in execution order (containers and other activations are left out;
-    name them explicitly to include them)."""
+    ``C×h×w`` map (any map layout), in execution order (containers and other activations are
+    left out; name them explicitly to include them, a ViT block too)."""
     return [info.name for info in core.layers()
-            if info.is_spatial and isinstance(core.module(info.name), DEAD_LAYER_TYPES)]
+            if info.map_shape is not None and isinstance(core.module(info.name), DEAD_LAYER_TYPES)]
 
 
 def preprocessed_batches(core: ModelCore, images: Iterable, batch_size: int = 16) -> Iterator[torch.Tensor]:
@@ -79,7 +85,8 @@ def _on_maps(core: ModelCore, names: Iterable[str], act: Callable[[str, torch.Te
              ) -> AbstractContextManager[None]:
     """A :func:`~cnnvis_core.hooks.tapped` block calling ``act(name, output)`` on the last call of
     each named layer per forward pass (a shared ReLU runs several times; its last output is what
-    the engine shows), for outputs with a channel dimension; what ``act`` returns replaces the output."""
+    the engine shows), for outputs with a channel dimension; what ``act`` returns replaces the output
+    (``act`` reads the output through the layer's layout, see the module docstring)."""
     def tap_action(name: str) -> Action:
         def action(_module: nn.Module, _inputs: tuple, output: object) -> torch.Tensor | None:
             if not isinstance(output, torch.Tensor) or output.dim() < 2:
@@ -95,8 +102,11 @@ def recorded_peaks(core: ModelCore, names: Iterable[str], peaks: dict[str, torch
                    ) -> Iterator[dict[str, torch.Tensor]]:
     """While the block runs, fold every forward's per-channel peak of the named layers into
     ``peaks`` (running maximum); the hooks are removed when the block ends."""
+    names = list(names)
+    infos = {name: core.layer(name) for name in names}
+
     def act(name: str, output: torch.Tensor) -> None:
-        peak = _channel_peak(output)
+        peak = _channel_peak(channels_first(infos[name], output))
         peaks[name] = peak if name not in peaks else torch.maximum(peaks[name], peak)
 
     with _on_maps(core, names, act):
@@ -109,8 +119,10 @@ def zeroed_channels(core: ModelCore, channels: Mapping[str, Sequence[int]]) -> I
     zero, as if those filters had been removed; the hooks are removed when the block ends."""
     indices = {name: torch.as_tensor(list(c), dtype=torch.long) for name, c in channels.items() if len(c)}
 
+    infos = {name: core.layer(name) for name in indices}
+
     def act(name: str, output: torch.Tensor) -> torch.Tensor:
-        return output.index_fill(1, indices[name].to(output.device), 0.0)
+        return fill_channels(infos[name], output, indices[name].to(output.device), 0.0)
 
     with _on_maps(core, indices, act):
         yield
@@ -223,7 +235,7 @@ def channel_peaks(core: ModelCore, images: Iterable, layers: str | Iterable[str]
     else:
         names = list(dict.fromkeys([layers] if isinstance(layers, str) else layers))
     if not names:
-        raise InputError("This model has no conv or ReLU layer with (C, H, W) maps; name the layers to examine.")
+        raise InputError("This model has no conv or ReLU layer with C×h×w maps; name the layers to examine.")
     for name in names:
         core.layer(name)  # an unknown name fails before any image is read
     peaks: dict[str, torch.Tensor] = {}

@@ -22,7 +22,10 @@ every convolution's weights ``1 / fan-in``, batch norms the identity, max-pools 
 pools) fed an image of ones: every path then carries a positive gradient, and the support is the
 theoretical receptive field (Luo et al., "Understanding the Effective Receptive Field in Deep
 Convolutional Neural Networks", NeurIPS 2016, measure it with the true weights instead). One
-backward per row (on the diagonal ``(i, i)``) gives every row's and column's interval.
+backward per row (on the diagonal ``(i, i)``) gives every row's and column's interval. A layer
+whose map is read through a layout other than NCHW (a ViT's tokens, a Swin stage's NHWC output:
+:func:`~cnnvis_core.layouts.channels_first`) is always measured so: after one global attention
+block every patch token sees the whole image.
 
 Both are cached per model and layer (:attr:`~cnnvis_core.core.ModelCore.cache`).
 """
@@ -40,6 +43,7 @@ from torch import nn
 from .core import ModelCore
 from .errors import LayerError
 from .hooks import Tap, tapped
+from .layouts import NCHW, channels_first
 
 #: modules that move no pixel (by class name): the chain passes through them
 POINTWISE = frozenset({
@@ -102,8 +106,11 @@ def receptive_fields(core: ModelCore, layers: Sequence[str], method: str = "auto
     chosen: dict[str, str] = {}
     for layer in layers:
         info = core.layer(layer)
-        if not info.is_spatial:
-            raise LayerError(f"Layer {layer!r} has no (C, H, W) map (its output is {info.output_shape}).")
+        if info.map_shape is None:
+            raise LayerError(f"Layer {layer!r} has no C×h×w map (its output is {info.output_shape}).")
+        if info.layout != NCHW:
+            chosen[layer] = "gradient"
+            continue
         chosen[layer] = method if method != "auto" else "geometry" if chain(core, layer) is not None else "gradient"
     measured = [n for n, m in chosen.items() if m == "gradient" and ("receptive field", n, m) not in core.cache]
     if measured:
@@ -280,11 +287,11 @@ def _measure(core: ModelCore, model: nn.Module, layer: str, units: list[int], ch
     """``{i: (rows interval, cols interval)}`` of the units ``(i, i)`` on the diagonal (clamped to the
     map), from the input gradient of the positive copy ``model``, ``chunk`` units per batch."""
     info = core.layer(layer)
-    _, h, w = info.output_shape
+    _, h, w = info.map_shape
     module = dict(model.named_modules())[layer]
     found: dict[int, tuple[Interval, Interval]] = {}
     seen: list[torch.Tensor] = []
-    tap = Tap(module, lambda _m, _i, out: seen.append(out), info.calls, stop=True)
+    tap = Tap(module, lambda _m, _i, out: seen.append(channels_first(info, out)), info.calls, stop=True)
     for start in range(0, len(units), chunk):
         items = units[start:start + chunk]
         x = torch.ones(len(items), 3, *core.input_size, dtype=torch.float64, requires_grad=True)
@@ -320,7 +327,7 @@ def _units(count: int) -> list[int]:
 
 def _fitted(core: ModelCore, layer: str, found: dict[int, tuple[Interval, Interval]]
             ) -> tuple[tuple[Interval, ...], tuple[Interval, ...]] | None:
-    _, h, w = core.layer(layer).output_shape
+    _, h, w = core.layer(layer).map_shape
     height, width = core.input_size
     rows = _affine({min(i, h - 1): r for i, (r, _) in found.items()}, h, height)
     cols = _affine({min(i, w - 1): c for i, (_, c) in found.items()}, w, width)
@@ -341,12 +348,12 @@ def by_gradient_many(core: ModelCore, layers: Sequence[str]) -> dict[str, Recept
     model = core.cache.get("positive copy", lambda: _positive_copy(core))
     modules = dict(model.named_modules())
     infos = {name: core.layer(name) for name in layers}
-    units = {name: _units(max(info.output_shape[1:])) for name, info in infos.items()}
+    units = {name: _units(max(info.map_shape[1:])) for name, info in infos.items()}
     seen: dict[str, torch.Tensor] = {}
 
     def keep(name: str):
         def action(_module: nn.Module, _inputs: tuple, output: object) -> None:
-            seen[name] = output
+            seen[name] = channels_first(infos[name], output)
         return action
 
     x = torch.ones(max(len(u) for u in units.values()), 3, *core.input_size, dtype=torch.float64,
@@ -355,7 +362,7 @@ def by_gradient_many(core: ModelCore, layers: Sequence[str]) -> dict[str, Recept
         model(x)
     out: dict[str, ReceptiveField] = {}
     for index, name in enumerate(layers):
-        _, h, w = infos[name].output_shape
+        _, h, w = infos[name].map_shape
         picked = sum(seen[name][n, :, min(i, h - 1), min(i, w - 1)].sum() for n, i in enumerate(units[name]))
         (grad,) = torch.autograd.grad(picked, x, retain_graph=index < len(layers) - 1)
         support = grad.abs().sum(1)

@@ -73,10 +73,11 @@ BATCH_PIXELS = 16 * 128 * 128
 
 
 def layer_choices(engine: Engine, kind: str) -> list[LayerInfo]:
-    """Layers an objective can target: spatial maps for a neuron, any map or vector otherwise."""
+    """Layers an objective can target: maps (any layout: a ViT block's tokens read as D×h×w) for a
+    neuron, any map or vector otherwise."""
     layers = [info for info in engine.layers() if info.output_shape]
     if kind == "neuron":
-        layers = [info for info in layers if info.is_spatial]
+        layers = [info for info in layers if info.map_shape is not None]
     return layers
 
 

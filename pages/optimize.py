@@ -125,6 +125,8 @@ def job_panel() -> None:
                 text=(f"Cancelled after {result.steps_done} of {result.steps_total} steps ({took}): the images so far"
                       if result.cancelled else f"Done: {result.steps_total} steps in {job.elapsed:.1f} s"
                       + (f" · {result.cached} from cache" if result.cached else "")))
+    for note in result.notes:  # e.g. a vision transformer optimised at its native input size
+        st.caption(note)
     pages = -(-len(result.units) // view.PER_PAGE)
     page = st.number_input("Page", 1, pages, 1, key="opt_page") if pages > 1 else 1
     first = (int(page) - 1) * view.PER_PAGE

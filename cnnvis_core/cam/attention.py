@@ -7,9 +7,12 @@ rows summing to 1). They are read where timm's ``Attention`` (ViT, DeiT and kin)
 the probabilities are computed explicitly, the same numbers up to rounding), and a tap on its
 ``attn_drop`` keeps them, in the autograd graph (the input is made to require a gradient, so
 ``∂y^c/∂A_l`` takes every path, through the later blocks' attention too, as Chefer et al.'s
-tensor hooks do). Models without such modules are refused with a
-:class:`~cnnvis_core.errors.ModelError`. The maps are the class token's row over the patch
-tokens (the prefix tokens left out), on the patch grid of the model (:func:`cnnvis_core.layouts.describe`).
+tensor hooks do). torchvision's ``VisionTransformer`` runs ``nn.MultiheadAttention`` with
+``need_weights=False``: there a tap recomputes the probabilities from the block's input and the
+module's weights and hands the rest of the network the output made from them (:mod:`.mha`).
+Models without such modules are refused with a :class:`~cnnvis_core.errors.ModelError`. The
+maps are the class token's row over the patch tokens (the prefix tokens left out), on the patch
+grid of the model (:func:`cnnvis_core.layouts.describe`).
 
 - **Attention rollout** (Abnar & Zuidema, ACL 2020, arXiv:2005.00928):
   ``Â_l = ½ mean_h(A_l) + ½ I``, ``R = Â_L · … · Â_1``; map ``R[0, P:]``. Class-agnostic.
@@ -32,29 +35,35 @@ from ..errors import ModelError
 from ..hooks import Tap, tapped
 from ..layouts import describe
 from ..targets import Target, resolve_targets
+from . import mha
 from .base import CamResult, results
 
 
+def _timm_like(module: nn.Module) -> bool:
+    """timm's ``Attention`` layout: ``attn_drop`` applied to the softmax, ``fused_attn`` switchable."""
+    return isinstance(getattr(module, "attn_drop", None), nn.Module) and hasattr(module, "fused_attn")
+
+
 def attention_modules(core: ModelCore) -> list[nn.Module]:
-    """The model's attention modules whose probabilities can be read (timm's ``Attention``
-    layout: ``attn_drop`` applied to the softmax, ``fused_attn`` switchable), in order."""
-    return [m for m in core.model.modules() if isinstance(getattr(m, "attn_drop", None), nn.Module)
-            and hasattr(m, "fused_attn")]
+    """The model's attention modules whose probabilities can be read, in order: timm's
+    ``Attention`` (and kin) and ``nn.MultiheadAttention`` (torchvision's ViT)."""
+    return [m for m in core.model.modules() if _timm_like(m) or isinstance(m, nn.MultiheadAttention)]
 
 
 def _check(core: ModelCore, title: str) -> tuple[list[nn.Module], int, tuple[int, int]]:
     modules = attention_modules(core)
     structure = describe(core.model)
     if not modules or structure.family != "vit" or structure.grid is None:
-        raise ModelError(f"{title} reads a vision transformer's attention probabilities (timm's ViT, DeiT and kin: a "
-                         "class token, a patch grid and Attention modules with attn_drop); this model has none. Use "
-                         "Grad-CAM, which reads any layer with a map.")
+        raise ModelError(f"{title} reads a vision transformer's attention probabilities (timm's ViT, DeiT and kin, "
+                         "torchvision's ViT: a class token, a patch grid and attention modules); this model has "
+                         "none. Use Grad-CAM, which reads any layer with a map.")
     return modules, structure.prefix_tokens, structure.grid
 
 
 @contextmanager
 def _explicit_attention(modules: Sequence[nn.Module]):
     """Turn each module's fused attention off for the block (the probabilities then exist as a tensor)."""
+    modules = [m for m in modules if _timm_like(m)]
     fused = [bool(m.fused_attn) for m in modules]
     try:
         for m in modules:
@@ -79,7 +88,13 @@ def attention_pass(core: ModelCore, x: torch.Tensor, targets: Sequence[Target] |
                 leaves[i] = output  # in the graph: ∂y/∂A_l takes every path, later attentions' included
         return action
 
-    taps = [Tap(m.attn_drop, keep(i)) for i, m in enumerate(modules)]
+    def recomputed(i: int):
+        def action(module: nn.Module, inputs: tuple, output: object) -> tuple:
+            leaves[i], y = mha.recompute(module, inputs, output)
+            return (y, *output[1:]) if isinstance(output, tuple) else y  # the network goes on from this A
+        return action
+
+    taps = [Tap(m.attn_drop, keep(i)) if _timm_like(m) else Tap(m, recomputed(i)) for i, m in enumerate(modules)]
     with core.session(), _explicit_attention(modules):
         with tapped(taps), torch.set_grad_enabled(gradients):
             # The parameters are frozen: the input carries the graph the gradients run through.

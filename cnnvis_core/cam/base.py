@@ -89,7 +89,9 @@ def _last_child(core: ModelCore, by_name: dict[str, LayerInfo], chosen: LayerInf
     return chosen
 
 
-_POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+#: skipped as the automatic layer when an earlier one gives the map: pools, and pass-throughs (timm's
+#: ConvNeXt ends its trunk in ``norm_pre = Identity()``, the last stage's output under another name)
+_POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Identity)
 
 
 def _last_spatial_layer(core: ModelCore) -> LayerInfo:

@@ -15,6 +15,7 @@ from ..cam import check_methods, resolve_layer
 from ..core import ModelCore
 from ..data import Dataset, view_of
 from ..errors import InputError
+from ..layers import LayerInfo
 from ..pruning import default_layers
 from ..receptive_field import receptive_fields
 from ..spec import ModelSpec
@@ -36,13 +37,22 @@ def _layers(core: ModelCore, layers: str | Iterable[str] | None, spatial: bool) 
     names = default_layers(core) if layers is None else list(dict.fromkeys([layers] if isinstance(layers, str)
                                                                             else layers))
     if not names:
-        raise InputError("This model has no conv or ReLU layer with (C, H, W) maps; name the layers to examine.")
+        raise InputError("This model has no conv or ReLU layer with C×h×w maps; name the layers to examine.")
     for name in names:
         info = core.layer(name)  # an unknown name fails before any image is read
-        if (spatial and not info.is_spatial) or len(info.output_shape) not in (1, 3):
-            raise InputError(f"Layer {name!r} gives {info.output_shape}, not (C, H, W) maps"
+        # maps of any layout (NCHW, NHWC, a ViT's tokens: read through it), or vectors for the statistics
+        if info.map_shape is None and (spatial or len(info.output_shape) != 1):
+            raise InputError(f"Layer {name!r} gives {info.output_shape} ({info.layout}), not C×h×w maps"
                              + (" or (F,) vectors." if not spatial else "."))
     return names
+
+
+def _layer_entry(info: LayerInfo) -> dict:
+    """A layer in the manifest: ``shape`` is what the job reads (``C, h, w`` through the layout, or the
+    vector's ``F``), ``output_shape`` the module's own, ``layout`` how one becomes the other."""
+    shape = info.map_shape or info.output_shape
+    return {"name": info.name, "kind": info.kind, "shape": list(shape), "layout": info.layout,
+            "output_shape": list(info.output_shape)}
 
 
 def _manifest(core: ModelCore, dataset: Dataset, job: Job, spec: ModelSpec | None, key: dict) -> dict:
@@ -52,8 +62,7 @@ def _manifest(core: ModelCore, dataset: Dataset, job: Job, spec: ModelSpec | Non
                   "input_size": list(core.input_size), "view": view_of(core.transform, core.input_size).as_dict()},
         "data": {"description": dataset.description(), **dataset.describe(),
                  "not_images": [{"path": s.path, "reason": s.reason} for s in dataset.ignored]},
-        "layers": [{"name": n, "kind": core.layer(n).kind, "shape": list(core.layer(n).output_shape)}
-                   for n in job.layer_names()],
+        "layers": [_layer_entry(core.layer(n)) for n in job.layer_names()],
         "settings": job.settings(), "job_key": key, "versions": versions(),
     }
 
@@ -135,7 +144,7 @@ def examples_job(core: ModelCore, layers: str | Iterable[str] | None = None, k: 
     names = _layers(core, layers, spatial=True)
     if int(k) < 1:
         raise InputError(f"k must be at least 1, got {k}.")
-    return ExamplesJob(tuple(names), tuple(tuple(core.layer(n).output_shape) for n in names), int(k))
+    return ExamplesJob(tuple(names), tuple(tuple(core.layer(n).map_shape) for n in names), int(k))
 
 
 def stats_job(core: ModelCore, layers: str | Iterable[str] | None = None) -> StatsJob:

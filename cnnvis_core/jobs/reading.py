@@ -1,5 +1,9 @@
 """One forward pass of a batch with a reduction of each chosen layer's output, taken in the hook.
 
+Outputs are read through the layer's layout (:func:`~cnnvis_core.layouts.channels_first`): a
+vision transformer block's tokens ``(B, P + h·w, D)`` are ``D`` channels over the ``h×w`` patch
+grid (prefix tokens excluded), a Swin stage's ``(B, H, W, C)`` is permuted to ``(B, C, H, W)``.
+
 Each layer's output is reduced inside its tap (to a few numbers per image and channel) as soon as
 the layer has run, so nothing of the size of a feature map outlives its layer, and an in-place
 operation further on (``ReLU(inplace=True)``) cannot change what was read. Every tap stops the
@@ -21,6 +25,7 @@ from torch import nn
 
 from ..core import ModelCore
 from ..hooks import Action, tapped
+from ..layouts import channels_first
 from .base import JobError
 
 T = TypeVar("T")
@@ -28,15 +33,17 @@ T = TypeVar("T")
 
 def reduced_outputs(core: ModelCore, x: torch.Tensor, names: Sequence[str],
                     reduce: Callable[[str, torch.Tensor], T]) -> dict[str, T]:
-    """``{name: reduce(name, output)}`` of the named layers from ONE counted forward pass of ``x``
-    (the session and the taps held for this batch only). A vector output ``(B, F)`` is given as
-    ``(B, F, 1, 1)``."""
+    """``{name: reduce(name, maps)}`` of the named layers from ONE counted forward pass of ``x``
+    (the session and the taps held for this batch only): ``maps`` ``(B, C, h, w)`` read through the
+    layer's layout; a vector output ``(B, F)`` is given as ``(B, F, 1, 1)``."""
     found: dict[str, T] = {}
+    infos = {name: core.layer(name) for name in names}
 
     def action(name: str) -> Action:
         def act(_module: nn.Module, _inputs: tuple, output: object) -> None:
             if isinstance(output, torch.Tensor) and output.dim() >= 2:
-                maps = output if output.dim() == 4 else output.reshape(*output.shape[:2], -1, 1)
+                maps = channels_first(infos[name], output)
+                maps = maps if maps.dim() == 4 else maps.reshape(*maps.shape[:2], -1, 1)
                 found[name] = reduce(name, maps.detach())
         return act
 

@@ -5,8 +5,11 @@ Each step, with the engine's session held for that step only (so other users int
 1. ``image = image_fn()``: the ``(B, 3, H, W)`` images from the parameters;
 2. ``x = normalise(T_b(image_b))`` with a random transform ``T_b`` drawn for each item from
    its own generator;
-3. a forward that stops at the target layer(s) (:func:`~.capture.forward_until`; the full
-   network only for class logits);
+3. the transformed images brought to the model's native size when it has a fixed one
+   (:mod:`.fit`: ViT, Swin, MaxViT…), then a forward that stops at the target layer(s)
+   (:func:`~.capture.forward_until`; the full network only for class logits), each target read
+   as ``(B, C, h, w)`` maps through its layout (:func:`~cnnvis_core.layouts.as_maps`: a ViT
+   block's tokens without the class token, a Swin stage's NHWC output permuted);
 4. ``loss = -Σ_b (score_b - tv·TV_b - l2·L2_b)`` and its gradient with respect to the
    parameters only (``torch.autograd.grad``: the model's frozen parameters never get a
    ``.grad``); an item whose score is exactly 0 at a ReLU target (dark wherever it looks, so
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -31,8 +35,11 @@ import torch
 from torchvision.utils import make_grid
 
 from ..core import ModelCore
+from ..errors import CnnvisError
+from ..layouts import MAP_LAYOUTS, NCHW, layer_maps
 from ..normalization import Stats, normalize
-from .capture import forward_until
+from . import fit as fitting
+from .capture import Captured, forward_until
 from .objectives import OUTPUT, Objective, per_item
 from .params import ImageFn, fft_image, pixel_image, pixel_params_from_image, resize_images
 from .settings import Settings
@@ -53,6 +60,7 @@ class LoopOutput:
     steps_done: int
     steps_total: int
     cancelled: bool
+    notes: tuple[str, ...] = ()
 
 
 def item_generator(seed: int, key: int) -> torch.Generator:
@@ -61,19 +69,26 @@ def item_generator(seed: int, key: int) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
 
 
-def start_size(settings: Settings, input_size: Sequence[int]) -> tuple[int, int]:
-    if settings.size is not None:
-        return int(settings.size), int(settings.size)
-    return int(input_size[0]), int(input_size[-1])
-
-
 def run(core: ModelCore, objectives: Sequence[Objective], keys: Sequence[int], settings: Settings, seed: int,
         stats: Stats, on_step: OnStep | None = None) -> LoopOutput:
     """Optimise one image per objective (item ``b`` seeded by ``(seed, keys[b])``)."""
     objective = per_item(objectives)
-    plan = _Plan(core, objective, settings, stats)
-    gens = [item_generator(seed, k) for k in keys]
-    size = start_size(settings, core.input_size)
+    plan = _Plan(core, objective, settings, stats, seed)
+    plan.choose_fit()
+    while True:
+        try:
+            return _optimise(plan, keys, on_step)
+        except _Refit:  # the first forward found a fixed size: start again at it (nothing done yet)
+            continue
+
+
+class _Refit(Exception):
+    """The model cannot run at the size asked: the run starts again fitted to its input size."""
+
+
+def _optimise(plan: _Plan, keys: Sequence[int], on_step: OnStep | None) -> LoopOutput:
+    core, settings, stats, size = plan.core, plan.settings, plan.stats, plan.start
+    gens = [item_generator(plan.seed, k) for k in keys]
     params, image_fn = _start(settings, gens, size, stats, core.device)
     total, done, cancelled = settings.total_steps, 0, False
     for round_index in range(settings.upscale_steps):
@@ -99,7 +114,8 @@ def run(core: ModelCore, objectives: Sequence[Objective], keys: Sequence[int], s
         if cancelled:
             break
     images, scores = plan.finish(image_fn)
-    return LoopOutput(images, scores, done, total, cancelled)
+    notes = (plan.fit.note,) if plan.fit.note else ()
+    return LoopOutput(images, scores, done, total, cancelled, notes)
 
 
 def _start(settings: Settings, gens: Sequence[torch.Generator], size: tuple[int, int], stats: Stats,
@@ -166,23 +182,90 @@ def standardize(images: torch.Tensor, std: float = 0.15) -> torch.Tensor:
     return ((images - mean) / spread * std + 0.5).clamp(0, 1)
 
 
-class _Plan:
-    """Where to stop the forward and how to score, for one run."""
+#: per core, the sizes already tried: ``{(size, layers, output, stop): error or None}``
+_TRIED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    def __init__(self, core: ModelCore, objective: Objective, settings: Settings, stats: Stats) -> None:
-        self.core, self.objective, self.settings, self.stats = core, objective, settings, stats
+
+class _Plan:
+    """Where to stop the forward, how to read and score the targets, at what size, for one run."""
+
+    def __init__(self, core: ModelCore, objective: Objective, settings: Settings, stats: Stats, seed: int = 0) -> None:
+        self.core, self.objective, self.settings, self.stats, self.seed = core, objective, settings, stats, seed
         self.layers = sorted(objective.layers - {OUTPUT})
-        for name in self.layers:
-            core.layer(name)  # an unknown layer fails before the first step
+        # an unknown layer fails before the first step; map layouts other than NCHW are read as maps
+        self.read = {name: info for name in self.layers
+                     if (info := core.layer(name)).layout in MAP_LAYOUTS and info.layout != NCHW}
         self.wants_output = OUTPUT in objective.layers
         self.stop = settings.stop_early and not self.wants_output
+        self.fit = fitting.Fit()
+        self.start, self.sized = (0, 0), False
 
-    def scores(self, x: torch.Tensor) -> torch.Tensor:
-        """The objective of normalised inputs ``x`` (call inside the core's session)."""
+    def choose_fit(self) -> tuple[int, int]:
+        """The start size of the image, and the size of the forward as far as the structure (or an
+        earlier run's failure at this size) tells (:mod:`.fit`); the start size."""
+        input_size = (int(self.core.input_size[0]), int(self.core.input_size[-1]))
+        self.start, self.fit = fitting.structural(self.core.model, input_size, self.settings)
+        self.sized = self.fit.size is not None
+        first = (fitting.forward_side(self.settings, self.start[0]), fitting.forward_side(self.settings, self.start[1]))
+        known = _TRIED.get(self.core, {}).get(self._key(first))
+        if not self.sized and known is not None:
+            self._fall_back(first, known)
+        return self.start
+
+    def _key(self, size: tuple[int, int]) -> tuple:
+        return size, tuple(self.layers), self.wants_output, self.stop
+
+    def _fall_back(self, first: tuple[int, int], error: BaseException) -> None:
+        """The forward failed at ``first``: fit the model's input size (see :func:`.fit.fallback`)."""
+        _TRIED.setdefault(self.core, {})[self._key(first)] = error.with_traceback(None)
+        input_size = (int(self.core.input_size[0]), int(self.core.input_size[-1]))
+        native = (int(input_size[0]), int(input_size[1]))
+        start = fitting.image_size(self.settings, input_size, native)
+        self.fit = fitting.fallback(first, input_size, error, self.settings, start, self._try_size)
+        self.start, self.sized = start, True
+
+    def _try_size(self, size: tuple[int, int]) -> BaseException | None:
+        """The error a forward of one ``size`` image to the targets raises, or None (remembered per core)."""
+        tried = _TRIED.setdefault(self.core, {})
+        key = self._key(size)
+        if key not in tried:
+            x = torch.zeros(1, 3, *size, device=self.core.device)
+            try:
+                with torch.no_grad(), self.core.session():
+                    self._forward(x)
+                tried[key] = None
+            except (CnnvisError, torch.OutOfMemoryError):
+                raise
+            except fitting.SIZE_ERRORS as error:
+                tried[key] = error.with_traceback(None)  # kept without its frames (and their tensors)
+        return tried[key]
+
+    def _forward(self, x: torch.Tensor) -> Captured:
+        """The targets' activations for inputs ``x`` (as given), map layouts read as ``(B, C, h, w)``."""
         with forward_until(self.core, self.layers, self.stop) as acts:
             out = self.core.forward(x)
             if self.wants_output:
                 acts[OUTPUT] = out
+        for name, info in self.read.items():
+            acts[name] = layer_maps(info, acts[name])
+            if name in acts.leaky:
+                acts.leaky[name] = layer_maps(info, acts.leaky[name])
+        return acts
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """The objective of normalised inputs ``x`` (call inside the core's session), brought to the
+        model's size first; a forward that fails on that size is an InputError."""
+        fitted = self.fit(x)
+        try:
+            acts = self._forward(fitted)
+        except (CnnvisError, torch.OutOfMemoryError):
+            raise
+        except fitting.SIZE_ERRORS as error:
+            if not self.sized:  # a size the structure did not fix fails: fit the input size, start again
+                self._fall_back(tuple(fitted.shape[-2:]), error)
+                raise _Refit from error
+            input_size = (int(self.core.input_size[0]), int(self.core.input_size[-1]))
+            raise fitting.size_error(tuple(fitted.shape[-2:]), input_size, error) from error
         score = self.objective(acts)
         if not acts.leaky:
             return score

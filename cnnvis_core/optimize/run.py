@@ -12,6 +12,7 @@ from ..errors import InputError, LayerError
 from ..normalization import normalization_of
 from . import loop
 from .cache import results_cache
+from .fit import STRUCTURAL, fixed_note, image_size, native_size
 from .objectives import Objective, channel, class_logit, deepdream, neuron
 from .presets import preset as preset_settings
 from .settings import Settings
@@ -29,7 +30,8 @@ class OptimizationResult:
     ``images[i]`` is an ``H×W×3`` uint8 array for ``units[i]``; ``activations[i]`` is the
     objective's value on exactly those pixels (no random transform). ``cancelled`` is True
     when ``on_step`` stopped the run: the images are then those reached after ``steps_done``
-    of ``steps_total`` steps. ``cached`` counts units taken from the engine's cache.
+    of ``steps_total`` steps. ``cached`` counts units taken from the engine's cache. ``notes``
+    say what the run changed on its own (a fixed-size model optimised at its native size).
     """
 
     units: tuple[int, ...]
@@ -43,6 +45,7 @@ class OptimizationResult:
     steps_done: int = 0
     steps_total: int = 0
     cached: int = 0
+    notes: tuple[str, ...] = ()
 
 
 def resolve_settings(preset: str | Settings, overrides: dict) -> Settings:
@@ -84,7 +87,7 @@ def _objectives(core: ModelCore, kind: str, layer: str | None, units: Units, set
     if kind == "deepdream":
         ids = _unit_list(units, None, "variant")
         return layer, ids, [deepdream(layer) for _ in ids]
-    if kind == "neuron" and not info.is_spatial:
+    if kind == "neuron" and info.map_shape is None:
         raise LayerError(f"{layer!r} has no spatial map ({info.output_shape}); "
                          "use objective='channel' or a conv layer for a neuron.")
     ids = _unit_list(units, info.channels, "channel")
@@ -122,7 +125,17 @@ def optimize_units(core: ModelCore, layer: str | None, units: Units, objective: 
         units=tuple(ids), images=images, activations=activations, objective=objective, layer=layer,
         settings=settings, seed=int(seed), cancelled=bool(out and out.cancelled),
         steps_done=out.steps_done if out else settings.total_steps, steps_total=settings.total_steps,
-        cached=len(ids) - len(todo))
+        cached=len(ids) - len(todo), notes=out.notes if out else _structural_notes(core, settings))
+
+
+def _structural_notes(core: ModelCore, settings: Settings) -> tuple[str, ...]:
+    """The size note of a run whose units all came from the cache (a structurally fixed size only)."""
+    input_size = (int(core.input_size[0]), int(core.input_size[-1]))
+    native = native_size(core.model, input_size)
+    if native is None:
+        return ()
+    start = image_size(settings, input_size, native)
+    return (fixed_note(native, STRUCTURAL, settings, start),)
 
 
 def cached_units(core: ModelCore, layer: str | None, units: Units, objective: str = "channel", *, seed: int = 0,
@@ -159,4 +172,4 @@ def optimize_objectives(core: ModelCore, objectives: Sequence[Objective], keys: 
     return OptimizationResult(
         units=tuple(keys), images=tuple(out.images), activations=out.scores.astype(np.float32),
         objective=" | ".join(o.name for o in objectives), layer=None, settings=settings, seed=int(seed),
-        cancelled=out.cancelled, steps_done=out.steps_done, steps_total=out.steps_total)
+        cancelled=out.cancelled, steps_done=out.steps_done, steps_total=out.steps_total, notes=out.notes)

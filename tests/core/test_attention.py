@@ -142,3 +142,80 @@ def test_timm_vit_gets_both_and_a_cnn_is_refused(demo_engine: Engine) -> None:
         assert result.raw.shape == (2, 2) and result.map.shape == (32, 32)
     with pytest.raises(ModelError, match="vision transformer"):
         demo_engine.cam(demo_engine.preprocess(torch.zeros(1, 3, 128, 128)), "rollout")
+
+
+# ---------------------------------------------------------------------------- torchvision's ViT
+@pytest.fixture(scope="module")
+def tv_vit():
+    from torchvision.models import VisionTransformer
+    torch.manual_seed(0)
+    model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32)
+    nn.init.normal_(model.heads.head.weight, std=0.5)  # torchvision zero-initialises it
+    return model, Engine(model, input_size=(32, 32), device="cpu")
+
+
+def _tv_by_hand(model, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """torchvision's ViT forward written out, with each block's attention ``(heads, N, N)`` as a
+    tensor the output depends on (``nn.MultiheadAttention`` gives no such tensor)."""
+    tokens = model._process_input(x)
+    tokens = torch.cat([model.class_token.expand(x.shape[0], -1, -1), tokens], dim=1)
+    tokens = tokens + model.encoder.pos_embedding
+    attentions = []
+    for block in model.encoder.layers:
+        attention = block.self_attention
+        h = block.ln_1(tokens)
+        b, n, d = h.shape
+        heads = attention.num_heads
+        q, k, v = (t.reshape(b, n, heads, d // heads).transpose(1, 2)
+                   for t in (h @ attention.in_proj_weight.T + attention.in_proj_bias).split(d, dim=-1))
+        A = torch.softmax(q @ k.transpose(-1, -2) * (d // heads) ** -0.5, dim=-1)
+        attentions.append(A)
+        tokens = tokens + attention.out_proj((A @ v).transpose(1, 2).reshape(b, n, d))
+        tokens = tokens + block.mlp(block.ln_2(tokens))
+    logits = model.heads(model.encoder.ln(tokens)[:, 0])
+    with torch.no_grad():
+        assert torch.allclose(logits, model(x), atol=1e-5), "the hand-written forward is torchvision's"
+    return logits, attentions
+
+
+def test_torchvision_vit_rollout_and_chefer_against_a_hand_computation(tv_vit) -> None:
+    model, engine = tv_vit
+    x = torch.randn(1, 3, 32, 32)
+    logits, attentions = _tv_by_hand(model, x.clone().requires_grad_(True))
+    n = attentions[0].shape[-1]
+    joint = torch.eye(n)
+    for A in attentions:
+        joint = (0.5 * A[0].mean(0) + 0.5 * torch.eye(n)) @ joint
+    rollout = engine.cam(x, "rollout")
+    np.testing.assert_allclose(rollout.raw, joint[0, 1:].reshape(4, 4).detach().numpy(), rtol=1e-4, atol=1e-6)
+    target = int(logits[0].argmin())  # not the top class: the target is honoured
+    grads = torch.autograd.grad(logits[0, target], attentions)
+    R = torch.eye(n)
+    for A, G in zip(attentions, grads):
+        R = R + (G[0] * A[0]).clamp(min=0).mean(0) @ R
+    chefer = engine.cam(x, "chefer", target=target)
+    assert chefer.target == target and float(np.ptp(chefer.map)) > 0.5
+    np.testing.assert_allclose(chefer.raw, R[0, 1:].reshape(4, 4).detach().numpy(), rtol=1e-4, atol=1e-6)
+    assert hook_count(model) == 0 and not any(p.requires_grad for p in model.parameters())
+    assert engine.predict(x, k=1)[0].index == int(logits[0].argmax())  # the model runs as before
+
+
+def test_a_masked_multihead_attention_is_refused_not_misread(tv_vit) -> None:
+    model, engine = tv_vit
+    block = model.encoder.layers[0]
+    original = block.forward
+
+    def masked(x: torch.Tensor) -> torch.Tensor:  # a causal mask the recomputation cannot see
+        h = block.ln_1(x)
+        mask = torch.triu(torch.ones(h.shape[1], h.shape[1], dtype=torch.bool), 1)
+        h, _ = block.self_attention(h, h, h, attn_mask=mask, need_weights=False)
+        x = x + h
+        return x + block.mlp(block.ln_2(x))
+
+    block.forward = masked
+    try:
+        with pytest.raises(ModelError, match="did not give its own output"):
+            engine.cam(torch.randn(1, 3, 32, 32), "rollout")
+    finally:
+        block.forward = original
+    assert hook_count(model) == 0

@@ -18,18 +18,13 @@ from bench.coverage import check_engine, fast_subset, images_for, small_torchvis
 from cnnvis_core import Engine, zoo
 
 FAST = fast_subset()
-#: families whose filter optimisation is not expected to work yet (position embeddings, window
-#: partitions at another size: issue 17's "filter optimisation on transformers", owned by optimize/)
-TRANSFORMERS = ("vit", "swin", "maxvit", "timm vit")
 
 
 def _assert_covered(name: str, outcomes: dict) -> None:
     for call, outcome in outcomes.items():
-        if call == "optimize" and name.startswith(TRANSFORMERS):
-            continue
         assert outcome.status in ("ok", "refused", "skipped"), f"{name} · {call}: {outcome.cell()}"
     assert outcomes["state"].status == "ok"
-    for call in ("predict", "maps", "auto layer", "cam:gradcam", "cam:layercam", "cam:xgradcam", "dead"):
+    for call in ("predict", "maps", "auto layer", "cam:gradcam", "cam:layercam", "cam:xgradcam", "optimize", "dead"):
         assert outcomes[call].status == "ok", f"{name} · {call}: {outcomes[call].cell()}"
 
 

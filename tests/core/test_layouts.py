@@ -150,6 +150,16 @@ def test_vgg_default_layer_is_the_last_relu_of_features() -> None:
     assert engine.layer("features.19").kind == "ReLU"
 
 
+def test_timm_convnext_default_layer_is_its_last_stage_not_the_identity_after_it() -> None:
+    """timm's ConvNeXt ends its trunk in ``norm_pre = nn.Identity()``: the same map under a name that
+    says nothing (issue 17); the automatic layer is the stage that makes it."""
+    timm = pytest.importorskip("timm")
+    engine = Engine(timm.create_model("convnext_atto", num_classes=5), input_size=(64, 64), device="cpu")
+    assert isinstance(engine.module("norm_pre"), torch.nn.Identity)
+    assert engine.default_cam_layer() == "stages.3"
+    assert engine.layer("stages.3").layout == "NCHW"
+
+
 def test_densenet_functional_relu_head_gets_cam() -> None:
     """torchvision's DenseNet: logits = W · GAP(relu(norm5)) + b, the ReLU functional: CAM applies
     to ReLU(A) of norm5 (issue 17)."""

@@ -8,7 +8,7 @@ import io
 import torch
 from torch import nn
 
-from dashboard.state import ModelChoice, server_factory
+from dashboard.state import ModelChoice, plain, server_factory
 from tests.dashboard.apptest import open_app
 
 
@@ -31,7 +31,7 @@ def test_a_pt2_upload_is_the_model_and_a_text_file_is_refused() -> None:
     app.file_uploader(key="model_file").set_value(("tiny.pt2", _tiny_pt2(), "application/octet-stream"))
     app.run()
     assert not app.exception and not app.error, [e.value for e in app.error]
-    assert any("model file tiny.pt2" in c.value and "input 32×32" in c.value for c in app.caption)
+    assert any(f"model file {plain('tiny.pt2')}" in c.value and "input 32×32" in c.value for c in app.caption)
     assert any(m.value.startswith("**Top-1:**") and "class " in m.value for m in app.markdown)
 
     app.file_uploader(key="model_file").set_value(("notes.onnx", b"just some text\n", "application/octet-stream"))
@@ -50,3 +50,53 @@ def test_the_server_factory_comes_from_the_command_line_or_the_environment(monke
     choice = ModelChoice("factory", "other.mod:make", None)
     assert choice.title == "other.mod:make()" and choice.stem == "other.mod_make"
     assert ModelChoice("timm", "resnet18", None).title == "timm resnet18 (random weights)"
+
+
+def _assert_predictions(app) -> None:
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert any(m.value.startswith("**Top-1:**") for m in app.markdown), [m.value for m in app.markdown]
+
+
+def test_a_timm_model_with_pretrained_off_shows_predictions() -> None:
+    app = open_app()
+    app.radio(key="model_source").set_value("timm model").run()
+    assert not app.exception, app.exception
+    assert "resnet18" in app.selectbox(key="timm_arch").options and len(app.selectbox(key="timm_arch").options) > 500
+    app.selectbox(key="timm_arch").set_value("resnet18")
+    app.toggle(key="timm_pretrained").set_value(False)
+    app.run()
+    _assert_predictions(app)
+    assert any("timm resnet18 (random weights)" in c.value for c in app.caption), [c.value for c in app.caption]
+    engine = app.session_state["_engine"]
+    assert type(engine.model).__module__.startswith("timm.") and engine.input_size == (224, 224)
+
+
+def test_the_server_factory_from_the_environment_is_the_default_model(monkeypatch) -> None:
+    monkeypatch.setenv("CNNVIS_MODEL", "tests.dashboard.factory_models:tiny_vit")
+    app = open_app()
+    assert app.radio(key="model_source").value == "Server model"
+    assert any("tests.dashboard.factory_models:tiny_vit" in c.value for c in app.caption)
+    _assert_predictions(app)
+    top = next(m.value for m in app.markdown if m.value.startswith("**Top-1:**"))
+    assert any(name in top for name in ("north", "east", "south", "west")), top
+    assert app.session_state["_engine"].input_size == (32, 32)
+
+    # the page of filter optimisation on that ViT: its native size, and a note that says so
+    app.switch_page("pages/optimize.py").run()
+    assert not app.exception, app.exception
+    app.selectbox(key="opt_layer").set_value("encoder.layers.encoder_layer_1.ln_1")
+    app.number_input(key="opt_steps_lucid").set_value(2)
+    app.run()
+    app.button(key="opt_run").click().run()
+    job = app.session_state["_optimize_job"]
+    assert job.wait(120), "the optimisation did not finish"
+    app.run()
+    assert not app.exception and job.result is not None and job.result.images[0].shape == (32, 32, 3)
+    assert any("native 32×32 input" in c.value for c in app.caption), [c.value for c in app.caption]
+
+
+def test_a_factory_returning_a_bare_module_gets_the_defaults(monkeypatch) -> None:
+    monkeypatch.setenv("CNNVIS_MODEL", "tests.dashboard.factory_models:tiny_cnn")
+    app = open_app()
+    _assert_predictions(app)
+    assert app.session_state["_engine"].input_size == (224, 224)
