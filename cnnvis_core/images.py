@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import BinaryIO, Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
+from . import decoding
 from .errors import InputError
 
 __all__ = [
@@ -36,7 +37,9 @@ __all__ = [
 SUPPORTED_FORMATS: tuple[str, ...] = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 UPLOAD_EXTENSIONS: list[str] = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 MAX_PIXELS = 100_000_000
-MAX_SIDE = 4096
+#: the longest side an image is kept at (larger ones are decoded reduced to it): what the views need;
+#: the model needs far less. The environment variable ``CNNVIS_MAX_SIDE`` sets another.
+MAX_SIDE = int(os.environ.get("CNNVIS_MAX_SIDE") or 2048)
 MAX_BYTES = 50 * 1024 * 1024
 
 Source = Union[str, "os.PathLike[str]", bytes, bytearray, BinaryIO]
@@ -45,6 +48,11 @@ _FORMATS_TEXT = "JPEG, PNG, WebP, BMP, GIF and TIFF"
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")  # in PIL's DecompressionBombError message
 _DAMAGED = "The file looks truncated or damaged"
+#: EXIF orientation → the transposition that shows the picture upright (as ``ImageOps.exif_transpose``)
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}
+_SWAPS = {Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_270, Image.Transpose.TRANSVERSE, Image.Transpose.ROTATE_90}
 
 
 def load_image_with_notes(
@@ -54,11 +62,13 @@ def load_image_with_notes(
 
     ``source`` is a path, bytes or a binary file-like object (read from its start). Images
     with more than ``max_pixels`` pixels are refused; those whose longest side exceeds
-    ``max_side`` are downscaled, aspect ratio kept. Only the first frame of an animation is
-    used, the EXIF orientation is applied and alpha is composited over white. 16-bit and 32-bit
-    integer images are stretched from their true range, their own min..max, to 0..255 (a
-    12-bit sensor's 1000..17320 would be nearly black divided by 257); a constant one is scaled by
-    the full 16-bit range. Float ("F") images are read as 0..1 or 0..255 when they fit, else
+    ``max_side`` are downscaled, aspect ratio kept, and decoded reduced (a JPEG at 1/2, 1/4 or 1/8
+    scale, anything else box-reduced strip by strip right after decoding; see
+    :mod:`cnnvis_core.decoding`, which also lets one large decode run at a time). Only the first
+    frame of an animation is used, the EXIF orientation is applied and alpha is composited over
+    white. 16-bit and 32-bit integer images are stretched from their true range, their own
+    min..max, to 0..255 (a 12-bit sensor's 1000..17320 would be nearly black divided by 257); a
+    constant one is scaled by the full 16-bit range. Float ("F") images are read as 0..1 or 0..255 when they fit, else
     stretched from their own min..max. The note says which. Raises :class:`InputError` for
     unusable input.
     """
@@ -68,24 +78,41 @@ def load_image_with_notes(
         _check_format(im)
         _check_pixels(im.size, max_pixels)
         original = im.size
-        try:
-            _select_first_frame(im, notes)
-            draft_size = _fit(original, max_side)
-            if draft_size is not None and im.format in ("JPEG", "MPO"):
-                im.draft("RGB", draft_size)  # decode at 1/2, 1/4 or 1/8 scale: much cheaper
-            im.load()
-        except _DECODE_ERRORS as error:
-            raise InputError(f"{_DAMAGED} and cannot be decoded ({error}).") from error
-        image = _apply_orientation(im, notes)
-        if image.size == im.size[::-1] != im.size:
-            original = original[::-1]
-    image = _to_rgb(image, notes)
-    target = _fit(original, max_side)
+        target = _fit(original, max_side)
+        image, transpose = _decode(im, target, notes)
+    if target is not None and image.size != target:
+        image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if transpose is not None:
+        image = image.transpose(transpose)
+        if transpose in _SWAPS:
+            original, target = original[::-1], target[::-1] if target else None
     if target is not None:
-        if image.size != target:
-            image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
         notes.append(f"Downscaled from {_dims(original)} to {_dims(target)} px.")
     return image, notes
+
+
+def _decode(im: Image.Image, target: tuple[int, int] | None, notes: list[str]
+            ) -> tuple[Image.Image, Image.Transpose | None]:
+    """``im`` decoded (its first frame) as a new RGB image, reduced towards ``target`` on the way,
+    and the transposition its EXIF orientation asks for. ``im`` is closed inside the large-decode
+    turn, so that its memory goes before the next large decode starts."""
+    try:
+        _select_first_frame(im, notes)
+        if target is not None and im.format in ("JPEG", "MPO"):
+            im.draft("RGB", target)  # decode at 1/2, 1/4 or 1/8 scale: much cheaper
+    except _DECODE_ERRORS as error:
+        raise InputError(f"{_DAMAGED} and cannot be decoded ({error}).") from error
+    with decoding.one_large_decode(im.width * im.height):
+        try:
+            im.load()
+            transpose = _orientation(im, notes)  # after load: a PNG's EXIF may follow its pixels
+            small = decoding.reduced(im, target)
+        except _DECODE_ERRORS as error:
+            raise InputError(f"{_DAMAGED} and cannot be decoded ({error}).") from error
+        image = small if small is not im and small.mode == "RGB" else _to_rgb(small, notes)
+        del small
+        im.close()  # the full-size pixels go now, inside the large-decode turn
+    return image, transpose
 
 
 def load_image(source: Source, **kw: int) -> Image.Image:
@@ -195,13 +222,14 @@ def _select_first_frame(im: Image.Image, notes: list[str]) -> None:
         notes.append(f"Used the first of {frames} frames.")
 
 
-def _apply_orientation(im: Image.Image, notes: list[str]) -> Image.Image:
-    """Return a rotated/flipped copy following the EXIF orientation (a plain copy without one)."""
+def _orientation(im: Image.Image, notes: list[str]) -> Image.Transpose | None:
+    """The transposition the EXIF orientation asks for (None: none), read before decoding."""
     try:
-        return ImageOps.exif_transpose(im)
+        value = im.getexif().get(ExifTags.Base.Orientation, 1)
     except Exception:  # noqa: BLE001 - malformed EXIF of any kind must not make a readable image unusable
         notes.append("Ignored unreadable EXIF orientation data.")
-        return im.copy()
+        return None
+    return _TRANSPOSE.get(value)
 
 
 def _to_rgb(im: Image.Image, notes: list[str]) -> Image.Image:

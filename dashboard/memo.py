@@ -8,13 +8,16 @@ and runs a result's computation once however many sessions ask for it at the sam
 others wait for it, under the same spinner).
 
 Arguments make the key: the engine and the chosen image by their keys (``HASH_FUNCS`` of
-:mod:`dashboard.state`), other hashable values as they are, anything else by ``repr``. Values are
+:mod:`dashboard.state`), other hashable values as they are, anything else by ``repr``; parameters
+whose names start with ``_`` are left out of it (as Streamlit's caches do: an upload's bytes, named
+by its id). Values are
 shared, not copied: callers never change what they get. Exceptions are not kept. No widgets here.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
@@ -64,10 +67,13 @@ def cached(spinner: str | None = None) -> Callable[[F], F]:
     function gains ``.clear()``, which forgets its results."""
     def decorate(function: F) -> F:
         name = f"{function.__module__}.{function.__qualname__}"
+        signature = inspect.signature(function)
 
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            key = (name, tuple(key_of(a) for a in args), tuple(sorted((k, key_of(v)) for k, v in kwargs.items())))
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            key = (name, tuple((k, key_of(v)) for k, v in bound.arguments.items() if not k.startswith("_")))
             missing = object()
             found = STORE.get(key, missing)
             if found is not missing:

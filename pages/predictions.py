@@ -4,7 +4,7 @@ import streamlit as st
 
 from cnnvis_core import CnnvisError
 from dashboard import predictions as glue
-from dashboard.state import model_caveat, require_engine_and_image, require_frame, show_error
+from dashboard.state import model_caveat, plain, require_engine_and_image, require_frame, show_error
 
 require_frame()  # a page URL opened first on a fresh server: run it in app.py's frame
 
@@ -14,7 +14,7 @@ engine, chosen = require_engine_and_image()
 left, right = st.columns([1, 2])
 with left:
     st.image(chosen.image, width="stretch")
-    st.caption(f"{chosen.name} · {chosen.image.width}×{chosen.image.height} px")
+    st.caption(f"{plain(chosen.name)} · {chosen.image.width}×{chosen.image.height} px")
     for note in chosen.notes:
         st.info(note)
 with right:

@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from cnnvis_core import Engine
 from cnnvis_core.demo import CLASSES, sample
-from dashboard.state import SAMPLE_SEED_START
+from dashboard.state import SAMPLE_SEED_START, plain
 from tests.dashboard.apptest import open_app
 
 
@@ -47,7 +47,7 @@ def test_garbage_upload_shows_an_error_and_the_app_keeps_working(app, demo_engin
     app.file_uploader(key="image_upload").set_value(("shape.png", buffer.getvalue(), "image/png"))
     app.run()
     assert not app.exception and not app.error
-    assert any("shape.png" in c.value for c in app.caption)
+    assert any(plain("shape.png") in c.value for c in app.caption)
     assert demo_engine.predict(image, k=1)[0].label in _top1_text(app)
     assert CLASSES[labels[0]] in _top1_text(app)
 
@@ -113,7 +113,7 @@ def test_uploaded_weights_file_is_used_and_a_malicious_pickle_is_refused(app, tm
     _weights_upload(app, "five_classes.pth", buffer.getvalue())
     assert not app.exception and not app.error
     assert "class " in _top1_text(app)  # a 5-class head: generic class names
-    assert any("five_classes.pth" in c.value for c in app.caption)
+    assert any(plain("five_classes.pth") in c.value for c in app.caption)
 
     marker = tmp_path / "pwned"
 
@@ -132,7 +132,7 @@ def test_uploaded_weights_file_is_used_and_a_malicious_pickle_is_refused(app, tm
 
 
 @pytest.mark.parametrize("page", ["pages/layers.py", "pages/kernels.py", "pages/dead.py", "pages/cam.py",
-                                  "pages/optimize.py"])
+                                  "pages/optimize.py", "pages/jobs.py"])
 def test_a_page_requested_before_the_navigation_ran_still_gets_the_frame(app, page):
     """AppTest runs every request as a fresh server would, where a page asked for by URL runs alone
     until app.py has called st.navigation (see tests/apptest_helpers.py): the page must still show

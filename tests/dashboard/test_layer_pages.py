@@ -160,7 +160,7 @@ def test_dead_channel_page_with_uploads_skips_a_bad_file_names_it_and_uses_the_r
     at.file_uploader(key="dead_uploads").set_value(files)
     _ok(at)                                                     # no st.error: the bad file is a warning
     [warning] = [w.value for w in at.warning]
-    assert warning.startswith("Skipped notes.jpg:") and "not an image" in warning, warning
+    assert warning.startswith("Skipped notes\\.jpg:") and "not an image" in warning, warning  # name: plain()
     assert any("other 4 of 5 files" in c.value for c in at.caption), [c.value for c in at.caption]
     assert {m.label for m in at.metric} >= {"Dead channels"}
     [chart] = at.get("plotly_chart")

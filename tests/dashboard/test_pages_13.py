@@ -13,6 +13,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from cnnvis_core.demo import CLASSES
+from dashboard.state import plain
 from tests.dashboard.apptest import open_app
 
 PREDICTIONS, LAYERS, KERNELS, DEAD = "pages/predictions.py", "pages/layers.py", "pages/kernels.py", "pages/dead.py"
@@ -145,11 +146,12 @@ def test_a_refused_weights_file_is_named_and_the_page_says_the_model_failed():
     at.file_uploader(key="weights_file").set_value(("resnet_full.pt", whole.getvalue(), "application/octet-stream"))
     at.run()
     assert not at.exception
+    name = plain("resnet_full.pt")  # a user's file name is shown as text: its markup characters escaped
     [error] = [e.value for e in at.error]
-    assert "The weights file resnet_full.pt contains Python objects" in error and "in-memory" not in error, error
+    assert f"The weights file {name} contains Python objects" in error and "in-memory" not in error, error
     [warning] = [w.value for w in at.warning]              # the page: the model failed, and why
-    assert warning.startswith("The model (squeezenet1_0 with resnet_full.pt) could not be loaded:"), warning
-    assert "resnet_full.pt contains Python objects" in warning
+    assert warning.startswith(f"The model (squeezenet1_0 with {name}) could not be loaded:"), warning
+    assert f"{name} contains Python objects" in warning
     assert not any("Choose a model" in i.value for i in at.info)
 
 

@@ -58,9 +58,9 @@ def test_bad_uploads_show_a_message_and_the_app_keeps_working(app: AppPage, demo
     app.remove_upload("Image")
     app.upload("Image", "big photo.jpg", big_photo_jpeg(6000, 4000), "image/jpeg")
     assert app.errors() == []
-    expect(app.main().get_by_text("big photo.jpg · 4096×2731 px")).to_be_visible()
+    expect(app.main().get_by_text("big photo.jpg · 2048×1365 px")).to_be_visible()
     expect(app.main().get_by_test_id("stAlertContentInfo").get_by_text(
-        "Downscaled from 6000×4000 to 4096×2731 px.")).to_be_visible()
+        "Downscaled from 6000×4000 to 2048×1365 px.")).to_be_visible()
 
     image, _ = shape_image(1)
     app.remove_upload("Image")

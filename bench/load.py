@@ -1,0 +1,352 @@
+"""Load bench: N browser sessions at once on a real dashboard server, with a long job beside them.
+
+    python bench/load.py [--sessions 1 4 8 12] [--rounds 3] [--soak 120] [--job-steps 2000]
+
+One ``streamlit run app.py`` on a free port and one headless Chromium (``/usr/bin/chromium``), a
+browser context per session, all driven at the same time (Playwright's async API). For each N:
+
+1. **first page**: N sessions open the app at once; the time until each one's first run is over;
+2. **upload** (on the Predictions page): each uploads a different image (up to 4000×3000) at once;
+   an upload is *lost* when no run shows its file's name within 120 s;
+3. **quick action** (runs the model): on the CAM page, each switches the method (Grad-CAM ↔
+   Grad-CAM++ ↔ XGrad-CAM, a forward and a backward pass), ``--rounds`` times;
+4. **no-model action**: each moves the opacity slider one step, ``--rounds`` times.
+
+From N ≥ 2 on, a long job runs beside them: a filter optimisation started by one more session
+(every channel of the page's default layer, ``--job-steps`` steps at 32 px), kept alive by that
+session's page polling it. Solo (N = 1) runs without it, so the ratios include the job's cost.
+Every action's latency runs from the browser event to the end of the run it triggered. Failed
+``/media/`` requests and exception boxes are counted over everything.
+
+Then the **soak**: one session, ``--soak`` interactions cycling through 50 uploaded images (up to
+4000×3000), pages, methods, layers and sliders; the server's RSS (``/proc/PID/status``) sampled
+every 2 s. Printed: per N, the medians and their ratios to solo, lost uploads, failed media
+requests and exception boxes; then the RSS series (MB) and its peak and end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cnnvis_core.cam import TITLES  # noqa: E402
+from cnnvis_core.demo import HELD_OUT_SEED_START, sample  # noqa: E402
+
+CHROMIUM = os.environ.get("CNNVIS_CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+RUN_COUNTER_JS = """
+(() => {
+  window.__runs = 0;
+  new MutationObserver(records => {
+    for (const r of records) {
+      if (r.target.getAttribute('data-test-script-state') === 'notRunning' && r.oldValue !== 'notRunning') {
+        window.__runs += 1;
+      }
+    }
+  }).observe(document, {subtree: true, attributes: true, attributeOldValue: true,
+                        attributeFilter: ['data-test-script-state']});
+})();
+"""
+IDLE_JS = """
+(before) => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  return !!app && window.__runs > before && app.getAttribute('data-test-script-state') === 'notRunning'
+      && !document.querySelector('[data-testid="stSkeleton"]');
+}
+"""
+METHODS = tuple(TITLES[m] for m in ("gradcam++", "xgradcam", "gradcam"))
+OPACITY = "Opacity of the map"
+TIMEOUT_MS = 300_000
+
+try:
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
+except ImportError:  # reported when main() imports playwright
+    PlaywrightTimeout = TimeoutError
+
+
+@dataclass
+class Tally:
+    """What one N's sessions measured."""
+
+    first: list[float] = field(default_factory=list)
+    upload: list[float] = field(default_factory=list)
+    quick: list[float] = field(default_factory=list)
+    display: list[float] = field(default_factory=list)
+    lost_uploads: int = 0
+    failed_media: int = 0
+    exceptions: int = 0
+
+
+# ---------------------------------------------------------------------------- server
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(results: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+               "--server.headless", "true", "--server.address", "127.0.0.1", "--browser.gatherUsageStats",
+               "false", "--server.fileWatcherType", "none"]
+    with open(log, "wb") as out:
+        server = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "CNNVIS_RESULTS": str(results), "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return server, url
+        except OSError:
+            time.sleep(0.25)
+    server.kill()
+    raise SystemExit(f"the server did not start; see {log}")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children's (Streamlit runs in one process), MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# ---------------------------------------------------------------------------- images
+def upload_images(count: int) -> list[tuple[str, bytes]]:
+    """``count`` JPEGs of demo shapes at sizes from 640×480 up to 4000×3000."""
+    sizes = [(640, 480), (1600, 1200), (2400, 1800), (4000, 3000)]
+    out = []
+    for i in range(count):
+        image = sample(HELD_OUT_SEED_START + 30_000_000 + i)[0].resize(sizes[i % len(sizes)])
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=85)
+        out.append((f"load_{i:02d}_{image.width}x{image.height}.jpg", buffer.getvalue()))
+    return out
+
+
+# ---------------------------------------------------------------------------- one session
+class Session:
+    """One browser context on the dashboard."""
+
+    def __init__(self, context, url: str, tally: Tally) -> None:
+        self.context, self.url, self.tally = context, url, tally
+        self.page = None
+
+    async def runs(self) -> int:
+        return int(await self.page.evaluate("window.__runs || 0"))
+
+    async def timed(self, action) -> float:
+        """Seconds from ``action`` until the run it triggered is over."""
+        before = await self.runs()
+        started = time.perf_counter()
+        await action()
+        await self.idle_after(before)
+        took = time.perf_counter() - started
+        self.tally.exceptions += await self.page.get_by_test_id("stException").count()
+        return took
+
+    async def idle_after(self, before: int) -> None:
+        """Wait for the run after the count ``before`` to end; a rerun over within one frame (all
+        cached) may never show as running, so after 10 s an idle app will do."""
+        try:
+            await self.page.wait_for_function(IDLE_JS, arg=before, timeout=10_000, polling=50)
+        except PlaywrightTimeout:
+            await self.page.wait_for_function(IDLE_JS, arg=0, timeout=TIMEOUT_MS, polling=50)
+
+    async def open(self) -> float:
+        self.page = await self.context.new_page()
+        self.page.on("requestfailed", self._failed)
+        started = time.perf_counter()
+        await self.page.goto(self.url)
+        await self.page.wait_for_function(IDLE_JS, arg=0, timeout=TIMEOUT_MS, polling=50)
+        return time.perf_counter() - started
+
+    def _failed(self, request) -> None:
+        if "/media/" in request.url:
+            self.tally.failed_media += 1
+
+    async def upload(self, name: str, data: bytes) -> float | None:
+        zone = self.page.locator('[data-testid="stFileUploaderDropzone"][aria-label="Image"]')
+        # the Predictions page's caption names the file (the uploader's chip shortens long names)
+        chip = self.page.get_by_test_id("stMain").get_by_text(f"{name} · ", exact=False)
+        started = time.perf_counter()
+        await zone.locator("input[type=file]").set_input_files({"name": name, "mimeType": "image/jpeg",
+                                                                "buffer": data})
+        try:
+            await chip.first.wait_for(timeout=120_000)
+            await self.page.wait_for_function(IDLE_JS, arg=0, timeout=TIMEOUT_MS, polling=50)
+        except Exception:  # noqa: BLE001 - a lost upload is what is being counted
+            return None
+        return time.perf_counter() - started
+
+    async def go_to(self, title: str) -> float:
+        link = self.page.get_by_test_id("stTopNav").get_by_role("link", name=re.compile(rf"{re.escape(title)}$"))
+        return await self.timed(link.click)
+
+    async def select(self, label: str, option: str) -> float:
+        box = self.page.get_by_role("combobox", name=label, exact=True)
+        await box.click()
+        choice = self.page.get_by_role("listbox", name=label).get_by_role("option", name=option, exact=True)
+        return await self.timed(choice.first.click)
+
+    async def nudge(self, label: str, key: str) -> float:
+        handle = self.page.locator(f'[data-testid="stSlider"] input[type=range][aria-label="{label}"]')
+        await handle.focus()
+        return await self.timed(lambda: self.page.keyboard.press(key))
+
+
+async def new_session(browser, url: str, tally: Tally) -> Session:
+    context = await browser.new_context(viewport={"width": 1400, "height": 900})
+    await context.add_init_script(RUN_COUNTER_JS)
+    return Session(context, url, tally)
+
+
+# ---------------------------------------------------------------------------- scenarios
+async def one_round(browser, url: str, n: int, rounds: int, images: list[tuple[str, bytes]]) -> Tally:
+    tally = Tally()
+    sessions = [await new_session(browser, url, tally) for _ in range(n)]
+    tally.first = list(await asyncio.gather(*(s.open() for s in sessions)))
+    uploads = await asyncio.gather(*(s.upload(*images[i % len(images)]) for i, s in enumerate(sessions)))
+    tally.upload = [u for u in uploads if u is not None]
+    tally.lost_uploads = sum(u is None for u in uploads)
+    await asyncio.gather(*(s.go_to("Class activation maps") for s in sessions))
+    for r in range(rounds):
+        tally.quick += await asyncio.gather(*(s.select("Method", METHODS[r % len(METHODS)]) for s in sessions))
+        tally.display += await asyncio.gather(*(s.nudge(OPACITY, "ArrowRight" if r % 2 == 0 else "ArrowLeft")
+                                                for s in sessions))
+    for s in sessions:
+        await s.context.close()
+    return tally
+
+
+async def long_job(browser, url: str, steps: int) -> Session:
+    """A filter optimisation of every channel of a layer kept running (its page polls it) beside the sessions."""
+    job = await new_session(browser, url, Tally())
+    await job.open()
+    await job.go_to("Filter optimisation")
+    page = job.page
+    all_units = page.get_by_role("radiogroup", name="Units").get_by_text(re.compile(r"^All \d+ channels"))
+    await job.timed(all_units.click)
+    expander = page.get_by_test_id("stExpander").get_by_text("Custom settings")
+    await job.timed(expander.click)
+    for label, value in (("Steps", str(steps)), ("Image size", "32")):
+        box = page.get_by_role("spinbutton", name=re.compile(rf"^{label}"))
+        await box.first.fill(value)
+        await job.timed(lambda box=box: box.first.press("Enter"))
+    await job.timed(page.get_by_role("button", name=re.compile(r"^Optimise")).click)
+    return job
+
+
+async def soak(browser, url: str, interactions: int, images: list[tuple[str, bytes]], pid: int,
+               series: list[tuple[float, float]]) -> Tally:
+    tally = Tally()
+    session = await new_session(browser, url, tally)
+    await session.open()
+    started = time.monotonic()
+    stop = asyncio.Event()
+
+    async def sample_rss() -> None:
+        while not stop.is_set():
+            series.append((time.monotonic() - started, rss_mb(pid)))
+            await asyncio.sleep(2)
+
+    sampler = asyncio.create_task(sample_rss())
+    done = 0
+    while done < interactions:
+        name, data = images[(done // 6) % len(images)]
+        await session.go_to("Predictions")
+        if await session.upload(name, data) is None:
+            tally.lost_uploads += 1
+        await session.go_to("Layer browser")
+        await session.go_to("Class activation maps")
+        await session.select("Method", METHODS[(done // 6) % len(METHODS)])
+        await session.go_to("Kernels")
+        done += 6
+    stop.set()
+    await sampler
+    await session.context.close()
+    return tally
+
+
+# ---------------------------------------------------------------------------- report
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def report(results: dict[int, Tally]) -> None:
+    solo = results[min(results)]
+    print("\n| sessions | first page s (× solo) | upload s (× solo) | quick action s (× solo) | no-model action s "
+          "(× solo) | lost uploads | failed media | exception boxes |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for n, t in sorted(results.items()):
+        cells = []
+        for name in ("first", "upload", "quick", "display"):
+            value, base = median(getattr(t, name)), median(getattr(solo, name))
+            cells.append(f"{value:.2f} ({value / base:.1f}×)")
+        print(f"| {n} | {' | '.join(cells)} | {t.lost_uploads} | {t.failed_media} | {t.exceptions} |")
+
+
+async def main(args: argparse.Namespace) -> None:
+    from playwright.async_api import async_playwright
+
+    images = upload_images(50)
+    with tempfile.TemporaryDirectory() as results:
+        log = ROOT / "out" / "bench-load-streamlit.log"
+        log.parent.mkdir(exist_ok=True)
+        server, url = start_server(Path(results), log)
+        try:
+            async with async_playwright() as playwright:
+                browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+                warm = await new_session(browser, url, Tally())  # the engine loads once, before any timing
+                await warm.open()
+                await warm.go_to("Class activation maps")
+                await warm.context.close()
+                found: dict[int, Tally] = {}
+                for n in args.sessions:
+                    job = await long_job(browser, url, args.job_steps) if n > 1 and args.job_steps else None
+                    found[n] = await one_round(browser, url, n, args.rounds, images)
+                    if job is not None:
+                        await job.context.close()
+                    print(f"N = {n}: done ({len(found[n].quick)} quick actions)", flush=True)
+                report(found)
+                if args.soak:
+                    series: list[tuple[float, float]] = []
+                    tally = await soak(browser, url, args.soak, images, server.pid, series)
+                    rss = [mb for _, mb in series]
+                    print(f"\nSoak: {args.soak} interactions, 50 images up to 4000×3000: lost uploads "
+                          f"{tally.lost_uploads}, failed media {tally.failed_media}, "
+                          f"exception boxes {tally.exceptions}")
+                    print("RSS (MB) every 2 s: " + " ".join(f"{mb:.0f}" for mb in rss))
+                    print(f"RSS start {rss[0]:.0f} MB, peak {max(rss):.0f} MB, end {rss[-1]:.0f} MB "
+                          f"(budget CNNVIS_CACHE_MB={os.environ.get('CNNVIS_CACHE_MB', '1024 (default)')})")
+                await browser.close()
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", type=int, nargs="+", default=[1, 4, 8, 12])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--soak", type=int, default=120, help="interactions of the soak (0: none)")
+    parser.add_argument("--job-steps", type=int, default=2000, help="steps of the long job (0: none)")
+    asyncio.run(main(parser.parse_args()))
