@@ -25,8 +25,20 @@ from .api import EXECUTORS, cam_quality, channel_stats, dataset_examples, execut
 from .base import IdRanges, JobCancelled, JobError, Partial, Progress
 from .models import weights_hash
 from .quality import Interval
-from .results import CamQuality, ChannelStats, DatasetExamples, Example, MethodQuality, Result, find, load, merge
+from .results import (
+    CamQuality,
+    ChannelStats,
+    DatasetExamples,
+    Example,
+    MethodQuality,
+    PeakHistogram,
+    Result,
+    find,
+    load,
+    merge,
+)
 
 __all__ = ["EXECUTORS", "CamQuality", "ChannelStats", "DatasetExamples", "Example", "IdRanges", "Interval",
-           "JobCancelled", "JobError", "MethodQuality", "ModelSpec", "Partial", "Progress", "Result", "cam_quality",
+           "JobCancelled", "JobError", "MethodQuality", "ModelSpec", "Partial", "PeakHistogram", "Progress", "Result",
+           "cam_quality",
            "channel_stats", "dataset_examples", "execute", "find", "load", "merge", "weights_hash"]

@@ -8,9 +8,14 @@ Examples::
     python -m cnnvis_core.jobs stats --model resnet18 --weights my.pth --data val/ --out r --executor ray \\
         --ray-address ray://head:10001
 
-``--data demo:N`` is the demo generator's N samples (with masks). A progress bar goes to stderr
-(plain text; one line every few seconds when stderr is not a terminal); the result's folder and a
-summary to stdout. Stopped (Ctrl-C) or crashed, the same command resumes from the finished shards.
+    python -m cnnvis_core.jobs atlas --result results/ex --out site/ --layers features.relu7
+
+``--data demo:N`` is the demo generator's N samples (with masks). ``atlas`` writes the static unit
+atlas of a finished dataset-examples result (HTML + PNG; see :mod:`cnnvis_core.atlas.export`),
+with the model built from the result's manifest (``--no-model``: the stored figures and crops only).
+A progress bar goes to stderr (plain text; one line every few seconds when stderr is not a
+terminal); the result's folder and a summary to stdout. Stopped (Ctrl-C) or crashed, the same
+command resumes from the finished shards.
 """
 
 from __future__ import annotations
@@ -21,12 +26,15 @@ import sys
 import time
 from collections.abc import Sequence
 
+from ..atlas.export import export as atlas_export
 from ..data import Dataset
 from ..engine import Engine
 from ..errors import CnnvisError
+from ..spec import ModelSpec
 from . import api
 from .base import Progress
-from .results import CamQuality, ChannelStats, DatasetExamples, Result
+from .models import build, check_same
+from .results import CamQuality, ChannelStats, DatasetExamples, Result, load
 
 _COMMANDS = ("examples", "stats", "cam-quality")
 
@@ -34,7 +42,8 @@ _COMMANDS = ("examples", "stats", "cam-quality")
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cnnvis_core.jobs",
                                      description="Run a cnnvis job over a data set and save its result.")
-    parser.add_argument("job", choices=_COMMANDS)
+    parser.add_argument("job", choices=_COMMANDS, help="the job to run; or `atlas` (see `atlas --help`) to export "
+                                                       "the unit atlas of a dataset-examples result")
     parser.add_argument("--model", required=True, help="'demo' or a torchvision architecture (resnet50, vgg16…)")
     parser.add_argument("--weights", default="DEFAULT",
                         help="torchvision weights: DEFAULT (pretrained), a weights name, 'none' (random) or a file")
@@ -80,6 +89,19 @@ class Bar:
             self.stream.write("\n")
         self.stream.flush()
 
+    def units(self, done: int, total: int) -> None:
+        """The bar for ``done`` of ``total`` units (the atlas export)."""
+        now = time.monotonic()
+        if not self.tty and done < total and now - self.last < self.every:
+            return
+        self.last = now
+        filled = int(self.width * done / max(total, 1))
+        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total} units"
+        self.stream.write(("\r" + line + "\x1b[K") if self.tty else line + "\n")
+        if self.tty and done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
 
 def _dataset(text: str, limit: int | None) -> Dataset:
     if text.startswith("demo:"):
@@ -114,7 +136,58 @@ def summary(result: Result) -> str:
     return "\n".join(lines)
 
 
+def _atlas_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cnnvis_core.jobs atlas",
+                                     description="Write the static unit atlas (HTML + PNG) of a dataset-examples "
+                                                 "result; it opens in any browser without Python.")
+    parser.add_argument("--result", required=True, help="a finished dataset-examples results folder")
+    parser.add_argument("--out", required=True, help="the folder to write the site into")
+    parser.add_argument("--layers", nargs="+", default=None, help="layers of the result (default: all)")
+    parser.add_argument("--stats", default=None, help="a channel-statistics result of the same model and data "
+                                                      "set (peak, mean and dead marks from it)")
+    parser.add_argument("--eps", type=float, default=0.0, help="dead channels: peak ≤ eps (default 0)")
+    parser.add_argument("--no-model", action="store_true", help="do not build the model: no maps over the crops, "
+                                                               "kernels or logit view")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    return parser
+
+
+def _atlas_model(result: Result, device: str | None) -> Engine:
+    """The model of ``result``, built from its manifest's spec and checked against its weights hash."""
+    spec = result.manifest["model"].get("spec")
+    if not spec:
+        raise CnnvisError("This result's manifest does not say how to build its model; use --no-model.")
+    engine = build(ModelSpec.from_dict(spec), device)
+    check_same(engine, result.manifest["model"]["weights_sha256"])
+    return engine
+
+
+def atlas_main(argv: Sequence[str]) -> int:
+    """``atlas --result DIR --out SITE [--layers …]``: the static export."""
+    args = _atlas_parser().parse_args(argv)
+    try:
+        result = load(args.result)
+        if not isinstance(result, DatasetExamples):
+            raise CnnvisError(f"{args.result} holds a {result.kind} result; the atlas needs dataset examples.")
+        stats = load(args.stats) if args.stats else None
+        if stats is not None and not isinstance(stats, ChannelStats):
+            raise CnnvisError(f"{args.stats} holds a {stats.kind} result, not channel statistics.")
+        engine = None if args.no_model else _atlas_model(result, args.device)
+        bar = Bar()
+        report = atlas_export(result, args.out, args.layers, engine, stats, args.eps,
+                              progress=lambda done, total: bar.units(done, total))
+    except CnnvisError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {report.pages} pages and {report.images} pictures to {os.path.abspath(args.out)}; "
+          f"open {os.path.join(os.path.abspath(args.out), 'index.html')}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["atlas"]:
+        return atlas_main(argv[1:])
     args = _parser().parse_args(argv)
     executor = args.executor or ("ray" if args.ray_address or os.environ.get("RAY_ADDRESS") else "local")
     options = {key: value for key, value in (("batch_size", args.batch_size), ("shard_size", args.shard_size),

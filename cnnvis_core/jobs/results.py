@@ -25,6 +25,7 @@ from ..data import Dataset, View
 from ..data.dataset import fingerprint_of
 from ..pruning import ChannelPeaks, DeadChannels
 from ..receptive_field import ReceptiveField
+from . import histogram
 from .base import Job, JobError, Partial
 from .examples import ExamplesJob, TopState
 from .files import MANIFEST, read_json, read_table, write_json, write_table
@@ -131,6 +132,15 @@ class Example(NamedTuple):
     id: int
 
 
+class PeakHistogram(NamedTuple):
+    """A channel's distribution of per-image peaks: bin ``i`` holds ``counts[i]`` images whose
+    maximum lies in ``[low[i], high[i])`` (non-empty bins only, ascending)."""
+
+    low: np.ndarray
+    high: np.ndarray
+    counts: np.ndarray
+
+
 class DatasetExamples(Result):
     """Per layer and channel, the top-``k`` images (see :mod:`.examples`)."""
 
@@ -163,7 +173,7 @@ class DatasetExamples(Result):
         """The channel's top images, best first."""
         index = self._layer(layer)
         _c, _h, w = self.job.shapes[index]
-        scores, ids, positions = (x[int(channel)] for x in self._state()[layer])
+        scores, ids, positions = (x[int(channel)] for x in self._state()[layer].top)
         field = self.receptive_fields[layer]
         out = []
         for score, id_, position in zip(scores, ids, positions):
@@ -171,6 +181,33 @@ class DatasetExamples(Result):
             out.append(Example(self.paths.get(int(id_), str(id_)), float(score), (row, col), field.box(row, col),
                                int(id_)))
         return out
+
+    def peak(self, layer: str) -> np.ndarray:
+        """``(C,)`` each channel's highest activation over the data set (its first example's; NaN
+        for a channel with no image)."""
+        scores = self._state()[self.job.layers[self._layer(layer)]].scores
+        return scores[:, 0].astype(np.float64) if scores.shape[1] else np.full(scores.shape[0], np.nan)
+
+    def mean_peak(self, layer: str) -> np.ndarray:
+        """``(C,)`` the mean over the images of each channel's maximum on the image (NaN in a result
+        made before the distribution of peaks was recorded)."""
+        return self._state()[self.job.layers[self._layer(layer)]].sums / max(1, self.images)
+
+    @property
+    def has_histograms(self) -> bool:
+        """Whether the result holds the distribution of peaks (results made before it do not)."""
+        return all(not np.isnan(self._state()[n].sums).any() for n in self.job.layers)
+
+    def histogram(self, layer: str, channel: int) -> PeakHistogram:
+        """The distribution over the data set of the channel's maximum on each image: the
+        non-empty fixed bins (see :mod:`.histogram`); one count per image read."""
+        state = self._state()[self.job.layers[self._layer(layer)]]
+        if np.isnan(state.sums).any():
+            raise JobError("This result was made before dataset-examples jobs recorded the distribution of peaks; "
+                           "run the job again to get its histograms.")
+        bins, counts = histogram.channel(state.hist, int(channel))
+        low, high = histogram.edges(bins)
+        return PeakHistogram(low, high, counts)
 
     def crop(self, layer: str, channel: int, i: int = 0, dataset: Dataset | None = None) -> Image.Image:
         """The receptive-field crop of the channel's ``i``-th image, cut from the image file at its own
