@@ -8,17 +8,21 @@ list of ``pages/`` that a fresh server would otherwise show until the first run 
 import streamlit as st
 
 from cnnvis_core import CnnvisError, Engine, images
+from dashboard import datasets
 from dashboard.state import (
     SAMPLE_COUNT,
+    ChosenData,
     ChosenImage,
     ModelChoice,
     Problem,
     architectures,
     choose,
+    choose_data,
     decode_upload,
     digest,
     engine_for,
-    error_message,
+    load_error_message,
+    plain,
     pretrained_status,
     sample_image,
     sample_label,
@@ -112,27 +116,59 @@ def model_section() -> tuple[Engine | None, ModelChoice, Problem | None]:
     try:
         engine = engine_for(choice, data)
     except CnnvisError as error:
-        message = error_message(error, choice)
+        message = load_error_message(error, choice)
         st.error(message, icon="⚠️")
-        return None, choice, Problem("warning", f"The model ({choice.title}) could not be loaded: {message}")
-    st.caption(f"**{choice.title}** · device: `{engine.device}` · input {engine.input_size[0]}×{engine.input_size[1]}")
+        return None, choice, Problem("warning", f"The model ({choice.markdown_title}) could not be loaded: {message}")
+    size = engine.input_size
+    st.caption(f"**{choice.markdown_title}** · device: `{engine.device}` · input {size[0]}×{size[1]}")
     return engine, choice, None
 
 
 def image_section() -> ChosenImage:
     """Choose the image: an upload, else a sample of the demo generator."""
     upload = st.file_uploader("Image", type=images.UPLOAD_EXTENSIONS, key="image_upload",
-                              help="JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF.")
+                              help=f"JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF; up to "
+                                   f"{images.MAX_BYTES // 2**20} MB.")
     if upload is not None:
         try:
             image, notes = decode_upload(upload.file_id, upload.getvalue())
         except CnnvisError as error:
-            st.error(f"{upload.name}: {error}", icon="⚠️")
+            st.error(f"{plain(upload.name)}: {error}", icon="⚠️")
         else:
             return ChosenImage(image, f"upload:{upload.file_id}", upload.name, tuple(notes))
     index = st.selectbox("Sample image", range(SAMPLE_COUNT), format_func=sample_label, key="sample_index",
                          help="Shapes from the demo model's generator, never seen in training.")
     return ChosenImage(sample_image(index)[0], f"sample:{index}", sample_label(index))
+
+
+def data_section() -> ChosenData:
+    """Choose the data set the Jobs and Dead channels pages run over: the demo generator's samples,
+    a folder or archive on the server, or an uploaded archive (kept on the server for the jobs)."""
+    persist("data_source", "data_demo_count", "data_path")
+    default("data_source", "demo")
+    default("data_demo_count", datasets.DEFAULT_DEMO_SAMPLES)
+    with st.expander("Data set"):
+        source = st.radio("Data set source", list(datasets.SOURCES), format_func=datasets.SOURCES.get,
+                          key="data_source", label_visibility="collapsed")
+        if source == "demo":
+            count = st.number_input("Samples", 1, datasets.MAX_DEMO_SAMPLES, key="data_demo_count",
+                                    help="Held-out shapes of the demo generator, with their classes and masks.")
+            data = datasets.demo_data(count)
+        elif source == "path":
+            path = st.text_input("Path on the server", key="data_path", placeholder="/data/val or /data/val.zip",
+                                 help="A folder of images (recursive; sub-folders as classes) or a .zip/.tar.")
+            data = datasets.path_data(path)
+        else:
+            upload = st.file_uploader("Archive (.zip, .tar)", type=datasets.ARCHIVE_TYPES, key="data_upload",
+                                      help="Kept on the server, under the results folder, for the jobs.")
+            data = (datasets.upload_data(upload.file_id, upload.name, upload.getvalue()) if upload is not None
+                    else ChosenData(None, "no archive", Problem("info", "Upload a .zip or .tar archive of images "
+                                                                        "in the sidebar (*Data set*).")))
+    if data.dataset is not None:
+        st.caption(f"Data set: {datasets.summary(data)}")
+    elif data.problem.level != "info":
+        data.problem.show()
+    return data
 
 
 def model_passes(slot, engine: Engine | None) -> None:
@@ -160,6 +196,8 @@ pages = [
     st.Page("pages/dead.py", title="Dead channels", icon="💤"),
     st.Page("pages/cam.py", title="Class activation maps", icon="🔥"),
     st.Page("pages/optimize.py", title="Filter optimisation", icon="✨"),
+    st.Page("pages/jobs.py", title="Jobs", icon="🗂️"),
+    st.Page("pages/atlas.py", title="Atlas", icon="🗺️"),
 ]
 # at the top: .streamlit/config.toml turns the sidebar's page list off (see the module docstring)
 navigation = st.navigation(pages, position="top")
@@ -172,7 +210,9 @@ with st.sidebar:
     passes = st.empty()
     st.divider()
     chosen = image_section()
+    data_set = data_section()
 choose(engine, chosen, model, problem)
+choose_data(data_set)
 
 model_passes(passes, engine)
 navigation.run()

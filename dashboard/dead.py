@@ -13,15 +13,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import plotly.graph_objects as go
-import streamlit as st
 from PIL import Image
 
 from cnnvis_core import CnnvisError, Engine
+from cnnvis_core.data import Dataset
 from cnnvis_core.demo import sample
+from cnnvis_core.jobs import ChannelStats, IdRanges
 from cnnvis_core.pruning import ChannelPeaks, DeadChannels, PruningCheck
 
-from . import state
+from . import jobs, memo, state
+from .memo import cached
 from .state import SAMPLE_SEED_START, decode_upload
+
+#: images of a statistics job's data set that the masked check runs on (the first ones)
+JOB_CHECK_IMAGES = 32
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,8 @@ class ImageSet:
 #: the engine and the image set by their keys, a dead set by its channels (not its ε: the same
 #: channels at another ε are the same check)
 HASH_FUNCS = {**state.HASH_FUNCS, ImageSet: lambda images: images.key,
-              DeadChannels: lambda dead: sorted(dead.as_dict().items())}
+              DeadChannels: lambda dead: tuple(sorted((k, tuple(v)) for k, v in dead.as_dict().items()))}
+memo.KEYS.update(HASH_FUNCS)
 
 
 def demo_images(count: int) -> ImageSet:
@@ -84,17 +90,60 @@ def file_stem(engine_stem: str, images: ImageSet) -> str:
     return state.safe_stem(engine_stem, "dead_channels", f"{kind}{count}")
 
 
-@st.cache_data(max_entries=16, show_spinner="Running the images through the model…", hash_funcs=HASH_FUNCS)
+@cached("Running the images through the model…")
 def channel_peaks(engine: Engine, images: ImageSet) -> ChannelPeaks:
     """Each examined channel's peak over the image set (conv and ReLU layers)."""
     return engine.channel_peaks(images.stream(), batch_size=16)
 
 
-@st.cache_data(max_entries=32, show_spinner="Checking: the same images with those channels masked…",
-               hash_funcs=HASH_FUNCS)
+@cached("Checking: the same images with those channels masked…")
 def pruning_check(engine: Engine, images: ImageSet, dead: DeadChannels) -> PruningCheck:
     """What zeroing the dead channels does to the logits of the image set."""
     return engine.verify_pruning(images.stream(), dead, batch_size=16)
+
+
+def stats_results(engine: Engine) -> list[jobs.Finished]:
+    """The finished statistics jobs of ``engine``'s model, newest first."""
+    return jobs.finished_results(engine, "channel_stats")
+
+
+def stored_stats(item: jobs.Finished) -> ChannelStats:
+    """The statistics of a finished job, read from its folder (no model pass)."""
+    return jobs.load(str(item.folder), item.manifest.get("created", ""))
+
+
+def job_images(item: jobs.Finished, count: int = JOB_CHECK_IMAGES) -> ImageSet | None:
+    """The first ``count`` images the job read, opened again from its data set for the masked check;
+    None when that data set cannot be opened here (a folder that moved, an archive held in memory)."""
+    dataset = reopen(item.manifest)
+    if dataset is None:
+        return None
+    ids = IdRanges(tuple(tuple(r) for r in item.manifest.get("ids", []))).ids()[:count]
+
+    def stream() -> Iterator[Image.Image]:
+        for i in ids:
+            try:
+                yield dataset.read(int(i)).image
+            except CnnvisError:
+                continue  # the job skipped it too
+    return ImageSet(f"job:{item.manifest['data']['fingerprint']}:{len(ids)}", stream)
+
+
+def reopen(manifest: dict) -> Dataset | None:
+    """The data set a result was computed on, opened again from its manifest, or None."""
+    source = manifest.get("data", {}).get("source", {})
+    try:
+        if source.get("kind") == "demo":
+            return Dataset.demo(source["n"], source["seed_start"], source["n_objects"])
+        if source.get("kind") == "list":
+            return Dataset.from_path(source["paths"])
+        if source.get("path"):
+            dataset = Dataset.from_path(source["path"])
+            # the same files still? (a folder's fingerprint follows its files' sizes and times)
+            return dataset if dataset.root_fingerprint == manifest["data"].get("root_fingerprint") else None
+    except (CnnvisError, OSError, KeyError):
+        return None
+    return None
 
 
 def of_kinds(dead: DeadChannels, kinds: list[str]) -> DeadChannels:

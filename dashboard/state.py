@@ -2,7 +2,8 @@
 
 The sidebar widgets live in ``app.py`` (the navigation frame), so their state survives page
 changes; it stores the choice with :func:`choose`, and pages read it with :func:`current_engine`
-and :func:`current_image` (or :func:`require_engine_and_image`). Engines are built once per model
+and :func:`current_image` (or :func:`require_engine_and_image`); the data set likewise
+(:func:`choose_data`, :func:`current_data`, :func:`require_data`). Engines are built once per model
 choice with ``st.cache_resource`` and shared by all sessions (the engine is thread-safe); per-user
 choices stay in ``st.session_state``.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import runpy
 import sys
 import urllib.parse
@@ -27,11 +29,13 @@ import streamlit as st
 from PIL import Image
 
 from cnnvis_core import CnnvisError, Engine, load_image_with_notes, loaders, zoo
+from cnnvis_core.data import Dataset
 from cnnvis_core.demo import CLASSES, HELD_OUT_SEED_START, sample
 from cnnvis_core.errors import WeightsUnavailableError
 from cnnvis_core.sheets import Style, sheet_png
 
 from . import memo
+from .memo import cached
 
 #: the navigation frame every page runs in
 APP = Path(__file__).resolve().parents[1] / "app.py"
@@ -62,6 +66,11 @@ class ModelChoice:
             return f"{self.arch}()"
         prefix = "timm " if self.source == "timm" else ""
         return f"{prefix}{self.arch} ({'pretrained' if self.weights else 'random weights'})"
+
+    @property
+    def markdown_title(self) -> str:
+        """:attr:`title` for markdown: the user's file name in it shown as it is (:func:`plain`)."""
+        return self.title.replace(self.file_name, plain(self.file_name)) if self.file_name else self.title
 
     @property
     def random(self) -> bool:
@@ -183,11 +192,24 @@ def unavailable_message(status: zoo.PretrainedStatus) -> str:
 
 
 def error_message(error: CnnvisError, choice: ModelChoice | None = None) -> str:
-    """``error`` as the page shows it: the library's advice in code terms (``weights=None``)
-    replaced by the sidebar's choices."""
+    """``error`` as the page shows it (markdown): the library's advice in code terms (``weights=None``)
+    replaced by the sidebar's choices, the user's file name as plain text (:func:`plain`)."""
     message = str(error)
     if isinstance(error, WeightsUnavailableError) and choice is not None and choice.arch:
         message = message.replace(zoo.unavailable_advice(choice.arch), UNAVAILABLE_ADVICE)
+    if choice is not None and choice.file_name:  # the user's file name, as the library quotes it
+        name = os.path.basename(choice.file_name)
+        message = message.replace(name, plain(name))
+    return message
+
+
+def load_error_message(error: CnnvisError, choice: ModelChoice) -> str:
+    """Why ``choice``'s model could not be loaded, as the sidebar says it: :func:`error_message`, led
+    by the user's file name where the library's words do not name it (weights of another architecture)."""
+    message = error_message(error, choice)
+    name = os.path.basename(choice.file_name)
+    if name and plain(name) not in message:
+        message = f"{plain(name)}: {message}"
     return message
 
 
@@ -195,7 +217,7 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
+@cached()
 def decode_upload(upload_id: str, _data: bytes) -> tuple[Image.Image, list[str]]:
     """Decode an uploaded file once per upload (raises :class:`cnnvis_core.InputError`)."""
     return load_image_with_notes(_data)
@@ -206,7 +228,7 @@ def sample_label(index: int) -> str:
     return f"Sample {index + 1}: {CLASSES[labels[0]]}"
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+@cached()
 def sample_image(index: int) -> tuple[Image.Image, list[int], list]:
     """The dashboard's ``index``-th sample image (held-out seeds of the demo generator)."""
     return sample(SAMPLE_SEED_START + index)
@@ -243,8 +265,9 @@ memo.KEYS.update(HASH_FUNCS)  # the byte-bounded cache (dashboard.memo) knows th
 
 @dataclass(frozen=True)
 class Problem:
-    """Why there is no model to use, in words for a person: ``level`` ``info`` (something is
-    still to be chosen) or ``warning`` (the model cannot be had or failed to load)."""
+    """Why there is no model (or data set) to use, in words for a person: ``level`` ``info``
+    (something is still to be chosen), ``warning`` (the model cannot be had or failed to load) or
+    ``error`` (an unusable input: a missing folder, an unreadable archive)."""
 
     level: str
     text: str
@@ -262,6 +285,39 @@ def choose(engine: Engine | None, image: ChosenImage | None, model: ModelChoice 
     st.session_state["_image"] = image
     st.session_state["_model_choice"] = model
     st.session_state["_model_problem"] = problem
+
+
+@dataclass(frozen=True)
+class ChosenData:
+    """The data set a user picked in the sidebar: the :class:`Dataset` (None when it cannot be used),
+    its name for people (``24 demo samples``, ``folder /data/val``, ``archive val.zip``), and why it
+    cannot be used (``problem``, in words for the page)."""
+
+    dataset: Dataset | None
+    name: str
+    problem: Problem | None = None
+
+
+def choose_data(data: ChosenData | None) -> None:
+    """Store the sidebar's data set choice for the page this run shows."""
+    st.session_state["_data"] = data
+
+
+def current_data() -> ChosenData | None:
+    """The data set chosen in the sidebar (also when it cannot be used: see its ``problem``)."""
+    return st.session_state.get("_data")
+
+
+def require_data() -> ChosenData:
+    """The chosen data set; without a usable one, why not in the page, and the page stops here."""
+    data = current_data()
+    if data is None or data.dataset is None:
+        if data is not None and data.problem is not None:
+            data.problem.show()
+        else:
+            st.info("Choose a data set in the sidebar (*Data set*).")
+        st.stop()
+    return data
 
 
 def current_model_choice() -> ModelChoice | None:
@@ -379,3 +435,23 @@ def safe_stem(*parts: str) -> str:
     kept, anything else replaced by ``_``."""
     joined = "_".join(str(part) for part in parts)
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in joined).strip("_")
+
+
+#: what Streamlit's markdown reads as markup (CommonMark's punctuation, LaTeX's ``$``, the emoji and
+#: colour directives' ``:``, HTML's ``<``, ``>`` and ``&``)
+_MARKUP = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&=])")
+
+
+#: where GFM's autolink literals start (``https://``, ``www.``, an e-mail's ``@``). Streamlit's markdown
+#: turns them into links *after* parsing, from the text that escapes leave, so a backslash cannot stop
+#: them (tested in a browser): an invisible word joiner (U+2060) after ``:``, ``www`` or ``@`` does.
+_AUTOLINK = re.compile(r"(?i)(?<=:)(?=//)|(?<=\bwww)(?=\.)|(?<=@)")
+_WORD_JOINER = "\u2060"
+
+
+def plain(text: object) -> str:
+    """``text`` (a file or folder name, a message quoting one) to show as it is in markdown
+    (``st.markdown``, ``st.caption``, ``st.error``, labels): every markup character escaped with a
+    backslash, line breaks as spaces, and web addresses kept from becoming links (see ``_AUTOLINK``)."""
+    flat = re.sub(r"\s*[\r\n]+\s*", " ", str(text))
+    return _MARKUP.sub(r"\\\1", _AUTOLINK.sub(_WORD_JOINER, flat))

@@ -83,9 +83,10 @@ def _stop(server: subprocess.Popen) -> None:
 
 
 @contextmanager
-def running_server(log_name: str) -> Iterator[str]:
+def running_server(log_name: str, env: dict[str, str] | None = None) -> Iterator[str]:
     """``streamlit run app.py`` on a free port until the block ends: yields its URL once healthy
-    (no page has run yet); its log is ``out/<log_name>``."""
+    (no page has run yet); its log is ``out/<log_name>``; ``env``: variables to add (e.g. its
+    results folder, ``CNNVIS_RESULTS``)."""
     OUT.mkdir(exist_ok=True)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -97,7 +98,7 @@ def running_server(log_name: str) -> Iterator[str]:
     started = time.monotonic()
     with open(log_path, "wb") as log:
         server = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                  env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                  env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     try:
         while not _healthy(url):
             if server.poll() is not None or time.monotonic() - started > SERVER_START_TIMEOUT_S:
@@ -113,9 +114,15 @@ def running_server(log_name: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def app_url(chromium_ready) -> Iterator[str]:
+def results_root(tmp_path_factory) -> Path:
+    """The results folder of the tests' server (its jobs and uploaded archives; never the repository's)."""
+    return tmp_path_factory.mktemp("e2e-results")
+
+
+@pytest.fixture(scope="session")
+def app_url(chromium_ready, results_root) -> Iterator[str]:
     """The URL of a freshly started dashboard shared by the tests; its log is ``out/e2e-streamlit.log``."""
-    with running_server("e2e-streamlit.log") as url:
+    with running_server("e2e-streamlit.log", {"CNNVIS_RESULTS": str(results_root)}) as url:
         yield url
 
 
