@@ -17,6 +17,9 @@ and the logit view (weights only; the maps cost one forward pass per 16 distinct
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,13 +82,38 @@ class _Writer:
 def export(result: DatasetExamples, out: str | Path, layers: Sequence[str] | None = None,
            core: ModelCore | None = None, stats: ChannelStats | None = None, eps: float = 0.0,
            dataset: Dataset | None = None, progress: OnUnit | None = None) -> ExportReport:
-    """Write the atlas of ``layers`` (default: every layer of the result) into ``out``."""
+    """Write the atlas of ``layers`` (default: every layer of the result) into ``out`` (built in a
+    hidden folder beside it, then renamed into place: an existing site is replaced whole)."""
     chosen = list(layers or result.layers)
     unknown = [name for name in chosen if name not in result.layers]
     if unknown:
         raise JobError(f"No layer {', '.join(map(repr, unknown))} in this result; it has {', '.join(result.layers)}.")
-    writer = _Writer(Path(out))
-    writer.folder.mkdir(parents=True, exist_ok=True)
+    final = Path(out)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    staging.chmod(0o755)  # a site to publish: readable by the web server (mkdtemp makes it 0700)
+    try:
+        report = _write_site(result, chosen, _Writer(staging), core, stats, eps, dataset, progress)
+        _swap_in(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dataclasses.replace(report, folder=final)
+
+
+def _swap_in(staging: Path, final: Path) -> None:
+    """Put the finished site at ``final`` by renames: a reader (or a crash) meets the old site or
+    the new one whole, never a half-written one."""
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    staging.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_site(result: DatasetExamples, chosen: list[str], writer: _Writer, core: ModelCore | None,
+                stats: ChannelStats | None, eps: float, dataset: Dataset | None,
+                progress: OnUnit | None) -> ExportReport:
     (writer.folder / "style.css").write_text(pages.CSS, encoding="utf-8")
     folders = _folders(chosen)
     total = sum(result.job.shapes[result.layers.index(n)][0] for n in chosen)

@@ -6,6 +6,7 @@ by the command line."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -271,6 +272,27 @@ def test_a_two_layer_export_has_every_page_and_every_link_resolves(result, demo_
     assert passes <= 2 * -(-N // 16), "the maps: one pass per 16 distinct images per layer"
     REPORT["atlas export (2 demo layers, 160 units)"] = (f"{report.pages} pages, {report.images} pictures, "
                                                          f"{passes} passes")
+
+
+def test_an_export_replaces_a_site_whole_and_a_failed_one_leaves_the_old(result, tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    atlas.export(result, site, ["features.relu2"])
+    first = sorted(p.relative_to(site) for p in site.rglob("*"))
+    assert (site / "features.relu2" / "index.html").is_file() and oct(site.stat().st_mode)[-3:] == "755"
+
+    module = importlib.import_module("cnnvis_core.atlas.export")  # the package's `export` is the function
+
+    def fail(*_args, **_kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(module, "_write_layer_indexes", fail)
+    with pytest.raises(OSError, match="disk full"):
+        atlas.export(result, site, ["features.relu7"])
+    assert sorted(p.relative_to(site) for p in site.rglob("*")) == first, "a failed export changed the old site"
+    assert [p.name for p in tmp_path.iterdir()] == ["site"], "a temporary folder was left behind"
+    monkeypatch.undo()
+    atlas.export(result, site, ["features.relu7"])
+    assert (site / "features.relu7" / "index.html").is_file() and not (site / "features.relu2").exists()
 
 
 def test_the_command_line_exports_with_the_model_built_from_the_manifest(result, tmp_path):
