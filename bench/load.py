@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import io
 import os
+import random
 import re
 import socket
 import statistics
@@ -91,6 +92,9 @@ class Tally:
     lost_uploads: int = 0
     failed_media: int = 0
     exceptions: int = 0
+    #: CPU seconds over the actions (first page to the last slider move): the server's, the machine's
+    server_cpu: float = 0.0
+    machine_cpu: float = 0.0
 
 
 # ---------------------------------------------------------------------------- server
@@ -119,6 +123,21 @@ def start_server(results: Path, log: Path) -> tuple[subprocess.Popen, str]:
             time.sleep(0.25)
     server.kill()
     raise SystemExit(f"the server did not start; see {log}")
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def machine_cpu() -> float:
+    """CPU seconds every core of the machine has been busy (all processes: the server, Chromium, …)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / TICK  # less idle and iowait
 
 
 def rss_mb(pid: int) -> float:
@@ -175,7 +194,7 @@ class Session:
         self.page = await self.context.new_page()
         self.page.on("requestfailed", self._failed)
         started = time.perf_counter()
-        await self.page.goto(self.url)
+        await self.page.goto(self.url, timeout=TIMEOUT_MS)
         await self.page.wait_for_function(IDLE_JS, arg=0, timeout=TIMEOUT_MS, polling=50)
         return time.perf_counter() - started
 
@@ -215,23 +234,39 @@ class Session:
 
 async def new_session(browser, url: str, tally: Tally) -> Session:
     context = await browser.new_context(viewport={"width": 1400, "height": 900})
+    context.set_default_timeout(120_000)  # a click on a saturated machine
     await context.add_init_script(RUN_COUNTER_JS)
     return Session(context, url, tally)
 
 
 # ---------------------------------------------------------------------------- scenarios
-async def one_round(browser, url: str, n: int, rounds: int, images: list[tuple[str, bytes]]) -> Tally:
+async def staggered(action, stagger: float, rng: random.Random):
+    """``action()`` after a random delay in ``[0, stagger)`` s (people do not click in unison)."""
+    if stagger:
+        await asyncio.sleep(rng.uniform(0, stagger))
+    return await action()
+
+
+async def one_round(browser, url: str, n: int, rounds: int, images: list[tuple[str, bytes]], pid: int,
+                    stagger: float = 0.0) -> Tally:
     tally = Tally()
+    rng = random.Random(n)
     sessions = [await new_session(browser, url, tally) for _ in range(n)]
-    tally.first = list(await asyncio.gather(*(s.open() for s in sessions)))
-    uploads = await asyncio.gather(*(s.upload(*images[i % len(images)]) for i, s in enumerate(sessions)))
+    cpu = process_cpu(pid), machine_cpu()
+    tally.first = list(await asyncio.gather(*(staggered(s.open, stagger, rng) for s in sessions)))
+    uploads = await asyncio.gather(*(staggered(lambda s=s, i=i: s.upload(*images[i % len(images)]), stagger, rng)
+                                     for i, s in enumerate(sessions)))
     tally.upload = [u for u in uploads if u is not None]
     tally.lost_uploads = sum(u is None for u in uploads)
     await asyncio.gather(*(s.go_to("Class activation maps") for s in sessions))
     for r in range(rounds):
-        tally.quick += await asyncio.gather(*(s.select("Method", METHODS[r % len(METHODS)]) for s in sessions))
-        tally.display += await asyncio.gather(*(s.nudge(OPACITY, "ArrowRight" if r % 2 == 0 else "ArrowLeft")
+        method = METHODS[r % len(METHODS)]
+        tally.quick += await asyncio.gather(*(staggered(lambda s=s, m=method: s.select("Method", m), stagger, rng)
+                                              for s in sessions))
+        key = "ArrowRight" if r % 2 == 0 else "ArrowLeft"
+        tally.display += await asyncio.gather(*(staggered(lambda s=s, k=key: s.nudge(OPACITY, k), stagger, rng)
                                                 for s in sessions))
+    tally.server_cpu, tally.machine_cpu = process_cpu(pid) - cpu[0], machine_cpu() - cpu[1]
     for s in sessions:
         await s.context.close()
     return tally
@@ -294,14 +329,15 @@ def median(values: list[float]) -> float:
 def report(results: dict[int, Tally]) -> None:
     solo = results[min(results)]
     print("\n| sessions | first page s (× solo) | upload s (× solo) | quick action s (× solo) | no-model action s "
-          "(× solo) | lost uploads | failed media | exception boxes |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "(× solo) | lost uploads | failed media | exception boxes | server's share of the busy CPU |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for n, t in sorted(results.items()):
         cells = []
         for name in ("first", "upload", "quick", "display"):
             value, base = median(getattr(t, name)), median(getattr(solo, name))
             cells.append(f"{value:.2f} ({value / base:.1f}×)")
-        print(f"| {n} | {' | '.join(cells)} | {t.lost_uploads} | {t.failed_media} | {t.exceptions} |")
+        share = f"{t.server_cpu / t.machine_cpu:.0%} of {t.machine_cpu:.0f} s" if t.machine_cpu else "n/a"
+        print(f"| {n} | {' | '.join(cells)} | {t.lost_uploads} | {t.failed_media} | {t.exceptions} | {share} |")
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -322,7 +358,7 @@ async def main(args: argparse.Namespace) -> None:
                 found: dict[int, Tally] = {}
                 for n in args.sessions:
                     job = await long_job(browser, url, args.job_steps) if n > 1 and args.job_steps else None
-                    found[n] = await one_round(browser, url, n, args.rounds, images)
+                    found[n] = await one_round(browser, url, n, args.rounds, images, server.pid, args.stagger)
                     if job is not None:
                         await job.context.close()
                     print(f"N = {n}: done ({len(found[n].quick)} quick actions)", flush=True)
@@ -349,4 +385,6 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--soak", type=int, default=120, help="interactions of the soak (0: none)")
     parser.add_argument("--job-steps", type=int, default=2000, help="steps of the long job (0: none)")
+    parser.add_argument("--stagger", type=float, default=0.0,
+                        help="each session's action starts after a random delay in [0, S) s (0: all at once)")
     asyncio.run(main(parser.parse_args()))
