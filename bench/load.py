@@ -47,30 +47,11 @@ sys.path.insert(0, str(ROOT))
 
 from cnnvis_core.cam import TITLES  # noqa: E402
 from cnnvis_core.demo import HELD_OUT_SEED_START, sample  # noqa: E402
+from tests.e2e.browser import IDLE_JS, RUN_COUNTER_JS  # noqa: E402  (the browser tests' run counter)
 
 CHROMIUM = os.environ.get("CNNVIS_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
-RUN_COUNTER_JS = """
-(() => {
-  window.__runs = 0;
-  new MutationObserver(records => {
-    for (const r of records) {
-      if (r.target.getAttribute('data-test-script-state') === 'notRunning' && r.oldValue !== 'notRunning') {
-        window.__runs += 1;
-      }
-    }
-  }).observe(document, {subtree: true, attributes: true, attributeOldValue: true,
-                        attributeFilter: ['data-test-script-state']});
-})();
-"""
-IDLE_JS = """
-(before) => {
-  const app = document.querySelector('[data-testid="stApp"]');
-  return !!app && window.__runs > before && app.getAttribute('data-test-script-state') === 'notRunning'
-      && !document.querySelector('[data-testid="stSkeleton"]');
-}
-"""
 METHODS = tuple(TITLES[m] for m in ("gradcam++", "xgradcam", "gradcam"))
 OPACITY = "Opacity of the map"
 TIMEOUT_MS = 300_000
@@ -170,7 +151,7 @@ class Session:
         self.page = None
 
     async def runs(self) -> int:
-        return int(await self.page.evaluate("window.__runs || 0"))
+        return int(await self.page.evaluate("window.__cnnvisRunsDone || 0"))
 
     async def timed(self, action) -> float:
         """Seconds from ``action`` until the run it triggered is over."""

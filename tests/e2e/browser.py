@@ -51,7 +51,7 @@ RUN_COUNTER_JS = """
 })();
 """
 
-_IDLE_JS = """
+IDLE_JS = """
 (before) => {
   const app = document.querySelector('[data-testid="stApp"]');
   return !!app && window.__cnnvisRunsDone > before
@@ -92,7 +92,7 @@ class AppPage:
         """Wait until a run that finished after the count ``after`` leaves the app idle."""
         # poll on a timer: the default (requestAnimationFrame) can stall for good in headless
         # Chromium after a large image is drawn and removed, and the wait then never ends
-        self.page.wait_for_function(_IDLE_JS, arg=after, timeout=timeout_ms, polling=100)
+        self.page.wait_for_function(IDLE_JS, arg=after, timeout=timeout_ms, polling=100)
         self.assert_no_exception()
 
     def wait_idle(self, timeout_ms: int = RUN_TIMEOUT_MS) -> None:
