@@ -83,7 +83,7 @@ class StatsJob(Job[StatsState]):
     def map(self, core: ModelCore, batch: Batch, dataset: Dataset, prior: StatsState | None = None) -> StatsState:
         if batch.x is None:
             return self.empty()
-        return reduced_outputs(core, batch.x, self.layers, _moments(self.nonnegative))
+        return reduced_outputs(core, batch.x, self.layers, _moments(self.nonnegative), overlap=True)
 
     def merge(self, a: StatsState, b: StatsState) -> StatsState:
         return {name: (np.maximum(a[name][0], b[name][0]), a[name][1] + b[name][1], a[name][2] + b[name][2],
