@@ -4,7 +4,9 @@ model by name, and the server's own factory (``--model pkg.mod:build`` / ``CNNVI
 from __future__ import annotations
 
 import io
+import warnings
 
+import pytest
 import torch
 from torch import nn
 
@@ -38,6 +40,26 @@ def test_a_pt2_upload_is_the_model_and_a_text_file_is_refused() -> None:
     app.run()
     assert not app.exception
     assert any("neither a torch.export program" in e.value for e in app.error), [e.value for e in app.error]
+
+
+def test_an_onnx_upload_is_converted_and_is_the_model() -> None:
+    pytest.importorskip("onnx2torch")
+    from tests.core.test_loaders import tiny_cnn
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(tiny_cnn(), (torch.randn(1, 3, 24, 24),), buffer, dynamo=False, input_names=["x"],
+                          dynamic_axes={"x": {0: "batch"}})
+    app = open_app()
+    app.radio(key="model_source").set_value("Model file (.pt2, .onnx)")
+    app.run()
+    app.file_uploader(key="model_file").set_value(("tiny.onnx", buffer.getvalue(), "application/octet-stream"))
+    app.run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert any(f"model file {plain('tiny.onnx')}" in c.value and "input 24×24" in c.value for c in app.caption), \
+        [c.value for c in app.caption]
+    assert any(m.value.startswith("**Top-1:**") and "class " in m.value for m in app.markdown)
 
 
 def test_the_server_factory_comes_from_the_command_line_or_the_environment(monkeypatch) -> None:
