@@ -25,7 +25,7 @@ from cnnvis_core.render import to_png_bytes
 
 from . import results
 from .memo import cached
-from .optimize import Job, Request, preset_defaults
+from .optimize import Job, Request, preset_defaults, session_id
 from .state import Picture, picture, sheet_style
 
 #: channels per page of the grid, and its columns
@@ -225,5 +225,13 @@ def start_visualisations(engine: Engine, layer: str, channel: int, seeds: int) -
 
 
 def current_visualisations(layer: str, channel: int) -> Visualisations | None:
+    """This session's visualisations of the channel, if any; reading them is the page's poll, which
+    keeps their runs watched (an optimisation nobody polls stops: :class:`~dashboard.optimize.Job`)."""
     run = st.session_state.get(FV_KEY)
-    return run if run is not None and run.key[:2] == (layer, channel) else None
+    if run is None or run.key[:2] != (layer, channel):
+        return None
+    if not run.done:
+        me = session_id()
+        for job in run.jobs:
+            job.seen(me)
+    return run

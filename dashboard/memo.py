@@ -8,7 +8,7 @@ and runs a result's computation once however many sessions ask for it at the sam
 others wait for it, under the same spinner).
 
 Arguments make the key: the engine and the chosen image by their keys (``HASH_FUNCS`` of
-:mod:`dashboard.state`), other hashable values as they are, anything else by ``repr``; parameters
+:mod:`dashboard.state`), other hashable values as they are, anything else by a digest of its pickle; parameters
 whose names start with ``_`` are left out of it (as Streamlit's caches do: an upload's bytes, named
 by its id). Values are
 shared, not copied: callers never change what they get. Exceptions are not kept. No widgets here.
@@ -17,8 +17,10 @@ shared, not copied: callers never change what they get. Exceptions are not kept.
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import os
+import pickle
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
@@ -56,8 +58,11 @@ def key_of(value: object) -> Hashable:
             return (kind.__name__, key(value))
     try:
         hash(value)
-    except TypeError:
-        return ("repr", repr(value))
+    except TypeError:  # by content: a digest of its pickle (repr would shorten a long array: collisions)
+        try:
+            return ("pickled", hashlib.sha256(pickle.dumps(value, protocol=5)).hexdigest())
+        except (pickle.PicklingError, TypeError, AttributeError):
+            return ("repr", repr(value))
     return value
 
 

@@ -5,6 +5,7 @@ pass."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,26 @@ def test_the_deconvnet_projections_of_the_examples_run_once():
     at.toggle(key="atlas_deconv").set_value(True)
     _ok(at)
     assert _forwards(at) - before == K, "the projections are cached"
+
+
+def test_the_page_s_polls_keep_its_visualisations_running_and_they_stop_without_them(monkeypatch):
+    """The optimisation runs stop once nobody polls them (a closed tab): the atlas page's reads of
+    its visualisations are those polls, and must keep a long run going."""
+    from types import SimpleNamespace
+
+    from cnnvis_core import Engine
+    from dashboard import optimize
+
+    monkeypatch.setattr(optimize, "ABANDON_SECONDS", 0.5)
+    monkeypatch.setattr(glue, "FV_SETTINGS", {"steps": 100_000, "size": 32})
+    monkeypatch.setattr(glue, "st", SimpleNamespace(session_state={}))
+    monkeypatch.setattr(glue, "session_id", lambda: "tab")
+    engine = Engine.demo(device="cpu")
+    run = glue.start_visualisations(engine, "features.relu2", 3, 1)
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:  # the page's fragment, polling
+        assert glue.current_visualisations("features.relu2", 3) is run
+        time.sleep(0.1)
+    assert not run.jobs[0].done and not run.jobs[0].stopping(), "a polled visualisation was stopped"
+    assert run.jobs[0].wait(30), "nobody polls: the run should stop by itself"
+    assert run.jobs[0].result.cancelled

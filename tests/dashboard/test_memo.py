@@ -23,7 +23,7 @@ def test_results_are_kept_per_arguments_and_engines_by_their_keys(monkeypatch):
     image = ChosenImage(None, "sample:1", "sample 1")  # type: ignore[arg-type]
     same_key = ChosenImage(None, "sample:1", "another label")  # type: ignore[arg-type]
     first = work(a, image, 2.0, {"x": [1]})
-    assert work(a, same_key, 2.0, {"x": [1]}) is first  # images by their key; an unhashable dict by repr
+    assert work(a, same_key, 2.0, {"x": [1]}) is first  # images by their key; an unhashable dict by content
     work(b, image, 2.0, {"x": [1]})  # another engine object: another key
     work(a, image, 3.0, {"x": [1]})
     work(a, image, 2.0, {"x": [2]})
@@ -55,3 +55,12 @@ def test_the_budget_comes_from_the_environment(monkeypatch):
     assert memo.budget_bytes() == 64 * 1024 * 1024
     monkeypatch.setenv(memo.BUDGET_ENV, "lots")
     assert memo.budget_bytes() == memo.DEFAULT_MB * 1024 * 1024
+
+
+def test_unhashable_arguments_are_keyed_by_their_whole_content(monkeypatch):
+    monkeypatch.setattr(memo, "STORE", ByteLRU(1 << 20))
+    big = np.zeros(10_000)
+    other = big.copy()
+    other[5_000] = 1.0  # repr of both arrays is the same "[0. 0. ... 0.]"
+    assert repr(big) == repr(other)
+    assert memo.key_of(big) != memo.key_of(other) and memo.key_of(big) == memo.key_of(big.copy())
