@@ -20,7 +20,7 @@ import streamlit as st
 
 from cnnvis_core import CnnvisError, InputError
 from cnnvis_core.data import Dataset
-from cnnvis_core.jobs.files import atomic_write
+from cnnvis_core.jobs.files import atomic_write, sweep_temporaries
 
 from .results import results_root
 from .state import ChosenData, Problem, digest, plain, safe_stem
@@ -96,6 +96,7 @@ def store(data: bytes, name: str, root: Path | None = None) -> Path:
     if not data:
         raise InputError(f"{name} is empty.")
     folder = (root or results_root()) / UPLOADS / digest(data)
+    sweep_temporaries(folder)
     kept = sorted(p for p in folder.glob("*") if p.is_file() and not p.name.startswith("."))
     if kept:
         return kept[0]

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from cnnvis_core import Engine, jobs
+from cnnvis_core.jobs.files import sweep_temporaries
 
 #: the environment variable that moves the results folder
 RESULTS_ENV = "CNNVIS_RESULTS"
@@ -27,6 +28,9 @@ def results_root() -> Path:
 
 def finished(engine: Engine, kind: str | None = None) -> list[tuple[Path, dict]]:
     """``[(folder, manifest)]`` of the finished results of ``engine``'s model (same weights hash),
-    newest first; with ``kind`` (``"dataset_examples"``, ``"channel_stats"``, ``"cam_quality"``) only those."""
+    newest first; with ``kind`` (``"dataset_examples"``, ``"channel_stats"``, ``"cam_quality"``) only those.
+    The temporary files a killed write left in those folders are swept on the way."""
     found = jobs.find(results_root(), weights=jobs.weights_hash(engine))
+    for folder, _manifest in found:
+        sweep_temporaries(folder)
     return [(folder, manifest) for folder, manifest in found if kind is None or manifest.get("kind") == kind]

@@ -21,7 +21,7 @@ from ..receptive_field import receptive_fields
 from ..spec import ModelSpec
 from .base import Job, JobError, OnProgress, Partial
 from .examples import ExamplesJob
-from .files import MANIFEST, now, read_json, versions
+from .files import MANIFEST, now, read_json, sweep_temporaries, versions
 from .models import spec_of, weights_hash
 from .quality import CamQualityJob
 from .ray_executor import run_ray
@@ -95,6 +95,8 @@ def execute(core: ModelCore, dataset: Dataset, job: Job, *, executor: str = "loc
            "data": dataset.fingerprint, "shards": [len(plan), plan[0][1] - plan[0][0]]}
     manifest = _manifest(core, dataset, job, spec, key)
     folder = Path(out) if out is not None else None
+    if folder is not None:
+        sweep_temporaries(folder)
     if folder is not None and resume and (folder / MANIFEST).is_file() and \
             read_json(folder / MANIFEST).get("job_key") == _as_json(key):
         return Partial(job.empty()), manifest, load(folder)

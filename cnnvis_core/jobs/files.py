@@ -2,7 +2,8 @@
 
 Every write goes to a temporary name in the same folder, is flushed to disk, then renamed over
 the final name (``os.replace``, atomic on POSIX and Windows): a crash leaves either the old file
-or the new one, never half of one.
+or the new one, never half of one. A process killed mid-write (``kill -9``, a power cut) cannot
+remove its temporary file; :func:`sweep_temporaries` does, when the folder is next opened.
 
 Why Parquet (via pyarrow) rather than ``.npz`` + JSON: the tables are columnar, typed and
 compressed, carry their schema, and open in any data tool without cnnvis (pandas, polars,
@@ -20,8 +21,11 @@ import io
 import json
 import os
 import platform
+import re
+import stat
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -31,6 +35,11 @@ import pyarrow.parquet as pq
 MANIFEST = "manifest.json"
 #: the format name and version every manifest carries
 FORMAT = "cnnvis-job/1"
+#: how long (seconds) a leftover temporary file must have gone unwritten before
+#: :func:`sweep_temporaries` removes it: a live write renames its temporary within seconds
+STALE_S = 300.0
+#: the names of :func:`atomic_write`'s temporary files: ``.NAME.XXXXXXXX.tmp``
+_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -66,6 +75,45 @@ def _sync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(handle)
+
+
+def is_temporary(name: str) -> bool:
+    """Whether ``name`` has the shape of :func:`atomic_write`'s temporary files (``.NAME.XXXX.tmp``)."""
+    return _TEMPORARY.match(name) is not None
+
+
+def older_than(path: Path, seconds: float) -> bool:
+    """Whether ``path`` is a plain file last written more than ``seconds`` ago (False when it is gone)."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and time.time() - info.st_mtime > seconds
+
+
+def remove_quietly(path: Path) -> bool:
+    """Remove the file ``path``; False when it cannot be (gone already, a read-only folder)."""
+    try:
+        path.unlink()
+    except OSError:
+        return False
+    return True
+
+
+def sweep_temporaries(folder: Path, older_than_s: float = STALE_S) -> list[Path]:
+    """Remove the temporary files that :func:`atomic_write` left in ``folder`` (not its sub-folders)
+    when its process was killed mid-write; returns those removed.
+
+    Only plain files named like its temporaries (``.NAME.XXXX.tmp``) and unwritten for more than
+    ``older_than_s`` seconds go, so a concurrent writer's live temporary is kept. Best effort: a
+    missing or read-only folder is left as it is.
+    """
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return []
+    stale = [p for p in entries if is_temporary(p.name) and older_than(p, older_than_s)]
+    return [p for p in stale if remove_quietly(p)]
 
 
 def table_bytes(table: pa.Table) -> bytes:

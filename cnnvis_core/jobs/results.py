@@ -3,16 +3,22 @@ without the model.
 
 A results folder holds one job: ``manifest.json`` (what ran: the job's kind and settings, the model's
 name, spec and weights hash, the data set's description and fingerprint, the layers, library
-versions, the date, the files skipped) and one Parquet table (``examples.parquet``, ``stats.parquet``
-or ``cam_quality.parquet``) whose schema metadata also carries the merge state, so a loaded result
-merges with others like a fresh one. Results of disjoint parts of one data set, with the same job,
-model and settings, merge (:meth:`Result.merge`) into the result of their union.
+versions, the date, the files skipped) and the one Parquet table it names (``files.table``:
+``examples.<save id>.parquet``, ``stats.<…>.parquet`` or ``cam_quality.<…>.parquet``; results saved
+before save ids were ``examples.parquet`` and so on) whose schema metadata also carries the merge state,
+so a loaded result merges with others like a fresh one. Each save writes a table of a new name, then
+the manifest naming it: the manifest's rename is the commit point, so a crash in between leaves the
+folder's previous result whole, and a reader never pairs a manifest with another save's table.
+Results of disjoint parts of one data set, with the same job, model and settings, merge
+(:meth:`Result.merge`) into the result of their union.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import re
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, NamedTuple
@@ -28,7 +34,17 @@ from ..receptive_field import ReceptiveField
 from . import histogram
 from .base import Job, JobError, Partial
 from .examples import ExamplesJob, TopState
-from .files import MANIFEST, read_json, read_table, write_json, write_table
+from .files import (
+    MANIFEST,
+    STALE_S,
+    older_than,
+    read_json,
+    read_table,
+    remove_quietly,
+    sweep_temporaries,
+    write_json,
+    write_table,
+)
 from .quality import CamQualityJob, Interval, Rows, interval, wilson
 from .stats import StatsJob, StatsState
 
@@ -67,20 +83,34 @@ class Result:
         return table
 
     def save(self, folder: str | Path) -> Path:
-        """Write the table and the manifest into ``folder`` (made if missing); returns it."""
+        """Write the table, then the manifest naming it, into ``folder`` (made if missing); returns it.
+
+        The table gets a name of its own (``stats.<save id>.parquet``) and the manifest's rename is the
+        commit point: a crash before it leaves the folder's previous result whole (its manifest still
+        names its own table), a crash after it the new one. The previous table is removed last.
+        """
         folder = Path(folder)
+        previous = _table_in(folder)
+        name = f"{Path(self.file).stem}.{secrets.token_hex(8)}.parquet"
+        write_table(folder / name, self._columns(self.partial.table(self.job)))
+        write_json(folder / MANIFEST, self._saved_manifest(name))
+        _drop_tables(folder, keep=name, previous=previous)
+        return folder
+
+    def _saved_manifest(self, table: str) -> dict:
+        """The manifest to save beside the table file named ``table``."""
         manifest = dict(self.manifest, images=self.images, ids=[list(r) for r in self.partial.ids.ranges],
-                        files={"table": self.file})
+                        files={"table": table})
         manifest["data"] = dict(manifest["data"], skipped=[{"id": s.id, "path": s.path, "reason": s.reason}
                                                             for s in self.skipped])
-        write_table(folder / self.file, self._columns(self.partial.table(self.job)))
-        write_json(folder / MANIFEST, manifest)
-        return folder
+        return manifest
 
     @classmethod
     def read(cls, folder: Path, manifest: dict) -> Result:
+        """The result of ``manifest`` with the table it names in ``folder`` (``FileNotFoundError``
+        when that table is gone)."""
         job = cls.job_type.from_settings(manifest["settings"])
-        table = read_table(folder / manifest["files"]["table"])
+        table = read_table(folder / (table_name(manifest) or cls.file))
         partial = Partial.from_table(table, job)
         paths = {}
         if "path" in table.column_names:
@@ -339,16 +369,59 @@ def _json(value: Interval) -> dict:
 KINDS: dict[str, type[Result]] = {cls.kind: cls for cls in (DatasetExamples, ChannelStats, CamQuality)}
 
 
-def load(folder: str | Path) -> Result:
-    """The result saved in ``folder`` (any kind), without the model."""
-    folder = Path(folder)
+#: the names of the result tables a save writes (and of those saved before save ids)
+_TABLE = re.compile(rf"^(?:{'|'.join(re.escape(Path(c.file).stem) for c in KINDS.values())})"
+                    r"(?:\.[0-9a-f]{16})?\.parquet$")
+
+
+def table_name(manifest: dict) -> str | None:
+    """The table file a manifest names (None when it names none)."""
+    files = manifest.get("files")
+    return files.get("table") if isinstance(files, dict) else None
+
+
+def _table_in(folder: Path) -> str | None:
+    """The table file named by the manifest in ``folder`` (None without a readable one)."""
+    try:
+        return table_name(read_json(folder / MANIFEST))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _drop_tables(folder: Path, keep: str, previous: str | None) -> None:
+    """Remove the result tables in ``folder`` that its manifest no longer names: ``previous`` (the one
+    it named before) at once, others (left by a save that died before its commit) once stale, so that
+    a concurrent save's table, written but not yet committed, is kept."""
+    for path in folder.iterdir():
+        if path.name != keep and _TABLE.match(path.name) and (path.name == previous or older_than(path, STALE_S)):
+            remove_quietly(path)
+
+
+def _manifest(folder: Path) -> dict:
+    """The manifest in ``folder``, of a known kind."""
     if not (folder / MANIFEST).is_file():
         raise JobError(f"{folder} holds no job result (no {MANIFEST}).")
     manifest = read_json(folder / MANIFEST)
     kind = manifest.get("kind")
     if kind not in KINDS:
         raise JobError(f"{folder} holds a result of an unknown kind {kind!r}.")
-    return KINDS[kind].read(folder, manifest)
+    return manifest
+
+
+def load(folder: str | Path) -> Result:
+    """The result saved in ``folder`` (any kind), without the model; temporary files left there by a
+    killed write are swept first (see :func:`~.files.sweep_temporaries`)."""
+    folder = Path(folder)
+    sweep_temporaries(folder)
+    manifest = _manifest(folder)
+    try:
+        return KINDS[manifest["kind"]].read(folder, manifest)
+    except FileNotFoundError:
+        again = _manifest(folder)  # a save may have replaced the result, and its table, meanwhile
+        if again == manifest:
+            raise JobError(f"{folder} holds a half-written result: the table its manifest names "
+                           f"({table_name(manifest)}) is missing. Run the job again.") from None
+        return KINDS[again["kind"]].read(folder, again)
 
 
 def merge(*results: Result) -> Result:

@@ -5,7 +5,8 @@ batch by batch and its batches' states merged, giving the shard's :class:`~.base
 results folder, every finished shard is written there at once (``shards/000012.parquet``, through
 a temporary name and a rename) before the next one starts, beside ``shards/job.json`` naming the
 job (kind, settings, model weights, data set, shard plan). A job run again with the same folder
-skips the shards already written, so a crash or a stop loses at most the shard in progress.
+skips the shards already written, so a crash or a stop loses at most the shard in progress (and
+sweeps away the temporary file a ``kill -9`` mid-write left behind).
 The final state is the merge of all shards *in shard order*, whoever computed them, so every
 executor gives the same bits.
 
@@ -28,7 +29,7 @@ import numpy as np
 from ..core import ModelCore
 from ..data import Dataset
 from .base import IdRanges, Job, JobCancelled, JobError, OnProgress, Partial, Progress
-from .files import atomic_write, read_json, write_json
+from .files import atomic_write, read_json, sweep_temporaries, write_json
 from .reading import release
 
 #: ``cancel``: an event to set, or a function returning True, to stop a job between batches
@@ -67,6 +68,7 @@ class ShardStore:
                 raise JobError(f"{folder} holds the finished shards of another job (other settings, model or data "
                                "set). Choose another results folder, or pass resume=False to start this one over.")
         self.folder.mkdir(parents=True, exist_ok=True)
+        sweep_temporaries(self.folder)
         write_json(marker, key)
 
     def _path(self, index: int) -> Path:

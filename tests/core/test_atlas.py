@@ -134,13 +134,14 @@ def test_the_histograms_merge_law_and_save_load(result, ds, demo_engine, tmp_pat
     assert np.array_equal(back.histogram("features.relu7", 9).counts, result.histogram("features.relu7", 9).counts)
     np.testing.assert_array_equal(back.mean_peak("features.relu7"), result.mean_peak("features.relu7"))
     # a result saved before the histograms existed still loads; it says it has none
-    table = pq.read_table(tmp_path / "ex" / "examples.parquet")
+    path = tmp_path / "ex" / json.loads((tmp_path / "ex" / "manifest.json").read_text())["files"]["table"]
+    table = pq.read_table(path)
     meta = dict(table.schema.metadata)
     state_meta = json.loads(meta[b"cnnvis.meta"])
     state_meta.pop("peaks")
     meta[b"cnnvis.meta"] = json.dumps(state_meta).encode()
     old = table.drop_columns(["peak_sum", "peak_bins", "peak_counts"]).replace_schema_metadata(meta)
-    pq.write_table(old, tmp_path / "ex" / "examples.parquet")
+    pq.write_table(old, path)
     old_result = jobs.load(tmp_path / "ex")
     assert not old_result.has_histograms and old_result.top("features.relu7", 9) == result.top("features.relu7", 9)
     with pytest.raises(jobs.JobError, match="run the job again"):

@@ -1,17 +1,21 @@
 """Restart safety (issue 16, item 5): a write that is interrupted leaves the old file whole and no
-half-written file where a reader (``jobs.find``, ``jobs.load``, a resumed job) would see it."""
+half-written file where a reader (``jobs.find``, ``jobs.load``, a resumed job) would see it; a result
+save that dies between its table and its manifest leaves the old result whole; the temporaries of a
+killed write are swept when their folder is opened again."""
 
 from __future__ import annotations
 
 import errno
 import json
 import os
+import time
 
 import pytest
 
 from cnnvis_core import jobs
 from cnnvis_core.data import Dataset
 from cnnvis_core.jobs import files
+from cnnvis_core.jobs.runner import ShardStore
 
 LAYERS = ["features.relu1"]
 
@@ -94,3 +98,117 @@ def test_an_interrupted_result_save_keeps_the_old_result_for_find_and_load(tmp_p
     again = jobs.load(folder)
     assert again.images == old.images == 4
     assert (again.peak[LAYERS[0]] == old.peak[LAYERS[0]]).all()
+
+
+# ---------------------------------------------------------------------------- a save that dies half-way
+def _tables(folder) -> list[str]:
+    return sorted(p.name for p in folder.glob("*.parquet"))
+
+
+def _age(path, seconds: float) -> None:
+    """Make ``path`` look last written ``seconds`` ago."""
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_a_result_save_that_dies_before_its_manifest_keeps_the_old_result(tmp_path, demo_engine, monkeypatch):
+    """The table of the new save is renamed into place, then the process dies before the manifest's
+    rename: the folder still reads as the old result, whole (never the old manifest with the new table)."""
+    folder = tmp_path / "stats"
+    old = jobs.channel_stats(demo_engine, Dataset.demo(4), LAYERS, out=folder)
+    new = jobs.channel_stats(demo_engine, Dataset.demo(6), LAYERS)
+    manifest = json.loads((folder / files.MANIFEST).read_text())
+    real = os.replace
+
+    def die_at_the_manifest(source, target):
+        if os.path.basename(target) == files.MANIFEST:
+            raise KeyboardInterrupt("killed between the two renames (test)")
+        real(source, target)
+
+    monkeypatch.setattr(files.os, "replace", die_at_the_manifest)
+    with pytest.raises(KeyboardInterrupt):
+        new.save(folder)
+    monkeypatch.undo()
+
+    assert json.loads((folder / files.MANIFEST).read_text()) == manifest
+    again = jobs.load(folder)
+    assert again.images == old.images == 4 and again.fingerprint == old.fingerprint
+    assert (again.peak[LAYERS[0]] == old.peak[LAYERS[0]]).all()
+    assert len(_tables(folder)) == 2  # the new table is there, but no manifest names it
+    # the next save commits; it removes the table it replaces, and the dead save's once stale
+    for name in _tables(folder):
+        if name != manifest["files"]["table"]:
+            _age(folder / name, files.STALE_S + 60)
+    new.save(folder)
+    assert _tables(folder) == [json.loads((folder / files.MANIFEST).read_text())["files"]["table"]]
+    assert jobs.load(folder).images == new.images == 6
+
+
+def test_a_result_saved_before_save_ids_loads_and_is_replaced_whole(tmp_path, demo_engine):
+    """Folders of the earlier format (``stats.parquet``, named by the manifest) still load; a new save
+    there removes the old table once its manifest is committed."""
+    folder = tmp_path / "stats"
+    old = jobs.channel_stats(demo_engine, Dataset.demo(4), LAYERS, out=folder)
+    manifest = json.loads((folder / files.MANIFEST).read_text())
+    (folder / manifest["files"]["table"]).rename(folder / "stats.parquet")
+    manifest["files"]["table"] = "stats.parquet"
+    (folder / files.MANIFEST).write_text(json.dumps(manifest))
+    assert jobs.load(folder).images == 4
+    old.save(folder)
+    assert _tables(folder) != ["stats.parquet"] and len(_tables(folder)) == 1
+    assert jobs.load(folder).images == 4
+
+
+def test_a_result_whose_table_is_missing_says_so(tmp_path, demo_engine):
+    folder = tmp_path / "stats"
+    jobs.channel_stats(demo_engine, Dataset.demo(4), LAYERS, out=folder)
+    [table] = folder.glob("*.parquet")
+    table.unlink()
+    with pytest.raises(jobs.JobError, match=r"half-written result.*Run the job again") as caught:
+        jobs.load(folder)
+    assert str(folder) in str(caught.value)
+
+
+# ---------------------------------------------------------------------------- temporaries of killed writes
+def _leftovers(folder):
+    """A stale and a fresh temporary of the atomic writer, and files that are not its temporaries."""
+    stale, fresh = folder / ".x.parquet.ab12.tmp", folder / ".y.parquet.cd34.tmp"
+    others = [folder / "notes.tmp", folder / ".hidden", folder / ".z.parquet.ef56.tmp.keep"]
+    for path in (stale, fresh, *others):
+        path.write_bytes(b"half of a file")
+    (folder / ".dir.parquet.gh78.tmp").mkdir()
+    for path in (stale, *others, folder / ".dir.parquet.gh78.tmp"):
+        _age(path, files.STALE_S + 60)
+    return stale, fresh, others
+
+
+def test_sweep_removes_only_stale_temporaries_of_the_atomic_writer(tmp_path):
+    stale, fresh, others = _leftovers(tmp_path)
+    assert files.sweep_temporaries(tmp_path) == [stale]
+    assert not stale.exists() and fresh.exists() and all(p.exists() for p in others)
+    assert (tmp_path / ".dir.parquet.gh78.tmp").is_dir()
+    assert files.sweep_temporaries(tmp_path, older_than_s=0) == [fresh]
+    assert files.sweep_temporaries(tmp_path / "missing") == []
+
+
+def test_opening_a_results_folder_sweeps_stale_temporaries(tmp_path, demo_engine):
+    folder = tmp_path / "stats"
+    jobs.channel_stats(demo_engine, Dataset.demo(4), LAYERS, out=folder)
+    stale, fresh, _others = _leftovers(folder)
+    assert jobs.load(folder).images == 4
+    assert not stale.exists() and fresh.exists()
+    # the same job again with the same folder (the resume path): found finished, swept too
+    _age(fresh, files.STALE_S + 60)
+    assert jobs.channel_stats(demo_engine, Dataset.demo(4), LAYERS, out=folder).images == 4
+    assert not fresh.exists()
+
+
+def test_resuming_a_job_sweeps_its_shard_folder(tmp_path):
+    shards = tmp_path / "run" / "shards"
+    shards.mkdir(parents=True)
+    stale, fresh = shards / ".000003.parquet.k9x2.tmp", shards / ".000004.parquet.p0q1.tmp"
+    stale.write_bytes(b"half a shard")
+    fresh.write_bytes(b"a shard being written")
+    _age(stale, files.STALE_S + 60)
+    ShardStore(tmp_path / "run", {"kind": "test"})
+    assert not stale.exists() and fresh.exists()

@@ -145,7 +145,9 @@ def test_the_zip_of_a_result_holds_its_manifest_and_table(results, demo_engine):
     folder = results / "stats"
     jobs.channel_stats(demo_engine, Dataset.demo(8), layers=["features.relu1"], out=folder)
     with zipfile.ZipFile(io.BytesIO(glue.folder_zip(folder))) as archive:
-        assert sorted(archive.namelist()) == ["stats/manifest.json", "stats/stats.parquet"]
+        names = sorted(archive.namelist())
+    assert len(names) == 2 and names[0] == "stats/manifest.json"
+    assert names[1].startswith("stats/stats.") and names[1].endswith(".parquet")
 
 
 def test_a_cancelled_job_leaves_no_result_and_resumes_from_its_shards(results, monkeypatch):
