@@ -45,6 +45,7 @@ from cnnvis_core import CnnvisError, Engine, InputError, LayerInfo
 from cnnvis_core.optimize import DESCRIPTIONS, PRESETS, OptimizationResult, Settings
 from cnnvis_core.optimize.loop import PREVIEW_ITEMS, preview_tiles
 from cnnvis_core.optimize.run import cached_units
+from cnnvis_core.priority import lower_this_thread
 from cnnvis_core.render import to_png_bytes
 
 from .state import safe_stem
@@ -239,6 +240,7 @@ class Job:
         return self._cancel.is_set()
 
     def _run(self, engine: Engine) -> None:
+        lower_this_thread()  # a page's run goes ahead of the optimisation on the CPU too
         try:
             if SLOTS_IN_USE.take(self):
                 try:

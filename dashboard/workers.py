@@ -28,6 +28,7 @@ from cnnvis_core import CnnvisError, Engine
 from cnnvis_core import jobs as core_jobs
 from cnnvis_core.data import Dataset
 from cnnvis_core.jobs import JobCancelled, JobError, Progress
+from cnnvis_core.priority import lower_this_thread
 
 #: jobs running at once on the server
 MAX_RUNNING = 2
@@ -170,6 +171,7 @@ class JobPool:
             threading.Thread(target=self._work, name=f"cnnvis-job-{i}", daemon=True).start()
 
     def _work(self) -> None:
+        lower_this_thread()  # a page's run goes ahead of a job's batch on the CPU too
         while True:
             self._queue.get().run()
 
