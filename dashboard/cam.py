@@ -289,16 +289,30 @@ def model_view(engine: Engine, chosen: ChosenImage) -> Image.Image:
     return engine.model_view(chosen.image)
 
 
+def overlay_picture(view: Image.Image, result: CamResult, alpha: float, cmap: str) -> Image.Image:
+    """The map over the model's view, ``alpha`` opaque (no model call). The page shows it as a JPEG
+    (``st.image(…, output_format="JPEG")``): one encoding per slider move, where PNG bytes cost a
+    slow PNG encoding and then Streamlit's own decoding and JPEG re-encoding of them."""
+    return overlay(view, result.map, alpha, cmap)
+
+
 def overlay_png(view: Image.Image, result: CamResult, alpha: float, cmap: str, scale: bool = False) -> bytes:
     """The map over the model's view, ``alpha`` opaque, as PNG bytes (no model call); with
     ``scale``, its colour scale under it (for the downloaded file)."""
-    return _png(overlay(view, result.map, alpha, cmap), cmap, scale)
+    return _png(overlay_picture(view, result, alpha, cmap), cmap, scale)
+
+
+def overlay_file(view: Image.Image, result: CamResult, alpha: float, cmap: str) -> Callable[[], bytes]:
+    """The download of :func:`overlay_png` with its colour scale, made when the user clicks (a
+    slider move does not encode a file nobody asked for)."""
+    return lambda: overlay_png(view, result, alpha, cmap, scale=True)
 
 
 def _png(picture: Image.Image, cmap: str, scale: bool) -> bytes:
     return to_png_bytes(with_color_bar(np.asarray(picture), cmap, 0.0, 1.0, SCALE_LABEL) if scale else picture)
 
 
+@cached()
 def scale_png(cmap: str, width: int = SCALE_WIDTH) -> bytes:
     """The colour scale of the overlays, drawn ``width`` pixels wide (the page shows it under them)."""
     return to_png_bytes(color_bar(cmap, 0.0, 1.0, width, SCALE_LABEL, text_size=14))
@@ -315,13 +329,22 @@ def photo_overlay(chosen: ChosenImage, window: Window, result: CamResult, alpha:
     """The map over the photo itself, mapped back through the model's resize and crop (what the
     crop left out stays uncoloured), at most ``longest`` pixels on its longer side (None: the
     photo's own size)."""
+    photo, factor = _photo_base(chosen, longest)
+    if factor < 1.0:
+        window = Window(tuple(v * factor for v in window.box), photo.size)
+    return overlay(photo, window.to_photo(result.map), alpha, cmap)
+
+
+@cached()
+def _photo_base(chosen: ChosenImage, longest: int | None) -> tuple[Image.Image, float]:
+    """The photo in RGB, shrunk to at most ``longest`` pixels on its longer side, and the factor
+    (cached: a slider move blends the map over it again without resampling the photo)."""
     photo = chosen.image.convert("RGB")
     factor = 1.0 if longest is None else min(1.0, longest / max(photo.size))
     if factor < 1.0:
         photo = photo.resize((max(1, round(photo.width * factor)), max(1, round(photo.height * factor))),
                              Image.Resampling.LANCZOS)
-        window = Window(tuple(v * factor for v in window.box), photo.size)
-    return overlay(photo, window.to_photo(result.map), alpha, cmap)
+    return photo, factor
 
 
 def photo_overlay_file(chosen: ChosenImage, window: Window, result: CamResult, alpha: float, cmap: str

@@ -22,6 +22,7 @@ from cnnvis_core import CnnvisError, InputError
 from cnnvis_core.data import Dataset
 from cnnvis_core.jobs.files import atomic_write, sweep_temporaries
 
+from .memo import cached
 from .results import results_root
 from .state import ChosenData, Problem, digest, plain, safe_stem
 
@@ -37,8 +38,10 @@ UPLOADS = "uploads"
 LIST_SECONDS = 60
 
 
+@cached()
 def demo_data(count: int) -> ChosenData:
-    """``count`` samples of the demo generator (seeds never used in training), with their masks."""
+    """``count`` samples of the demo generator (seeds never used in training), with their masks
+    (cached: the sidebar asks for them on every run of every page)."""
     try:
         dataset = Dataset.demo(int(count))
     except CnnvisError as error:

@@ -101,6 +101,7 @@ def grid() -> None:
         with columns[n % view.COLUMNS]:
             mark = " · 💤 dead" if units.dead[c] else ""
             st.image(view.mosaic_png(folder, layer, c), width="stretch",
+                     output_format="PNG",
                      caption=f"channel {c} · peak {units.peak[c]:.3g} · sel. {units.selectivity[c]:.3g}{mark}")
             for _, image in view.cached_visualisations(engine, layer, c, 1):  # only when computed already
                 st.image(image, caption="feature visualisation", width="stretch")
@@ -173,7 +174,7 @@ def unit_page(c: int) -> None:
     slices = view.kernels(engine, layer, c)
     if slices is not None:
         st.subheader(f"Kernel slices of {slices[0]}, filter {c}")
-        st.image(slices[1].png, width=slices[1].width)
+        st.image(slices[1].png, width=slices[1].width, output_format="PNG")
     logits = view.logit_figure(engine, layer, c)
     if logits is not None:
         st.subheader("Logit view")

@@ -106,7 +106,7 @@ def overlays(engine, chosen, method: str, layer, target: int, options: tuple) ->
     on_photo = window is not None and not (window.whole and photo.size == view.size)
     left, right = st.columns([3, 2])
     if on_photo:
-        left.image(glue.photo_overlay(chosen, window, result, alpha, cmap), width="stretch",
+        left.image(glue.photo_overlay(chosen, window, result, alpha, cmap), width="stretch", output_format="JPEG",
                    caption=f"On the photo, {photo.width}×{photo.height} px: the map taken back through the model's "
                            "resize" + ("" if window.whole else " and centre crop (what the crop leaves out is "
                                        "darkened, uncoloured)"))
@@ -114,7 +114,7 @@ def overlays(engine, chosen, method: str, layer, target: int, options: tuple) ->
                              glue.photo_overlay_file(chosen, window, result, alpha, cmap), f"{stem}_photo.png",
                              "image/png", key="cam_dl_photo", on_click="ignore")
     with right if on_photo else left:
-        st.image(glue.overlay_png(view, result, alpha, cmap), width="stretch",
+        st.image(glue.overlay_picture(view, result, alpha, cmap), width="stretch", output_format="JPEG",
                  caption=f"{what} · layer {result.layer} ({result.raw.shape[0]}×{result.raw.shape[1]})")
     with right:
         st.markdown(f"**Model input** {view.width}×{view.height} px: the map is computed on the tensor the model "
@@ -123,12 +123,12 @@ def overlays(engine, chosen, method: str, layer, target: int, options: tuple) ->
             st.caption("This model's preprocessing does more than a resize and a centre crop, so the map cannot be "
                        "laid over your photo: it is shown over the model's input only.")
         st.download_button("Overlay on the model input (PNG)" if on_photo else "Overlay (PNG)",
-                           glue.overlay_png(view, result, alpha, cmap, scale=True), f"{stem}.png", "image/png",
+                           glue.overlay_file(view, result, alpha, cmap), f"{stem}.png", "image/png",
                            key="cam_dl_png", on_click="ignore")
         st.download_button("Raw map (.npy)", glue.npy_bytes(result.raw), f"{stem}_raw.npy",
                            "application/octet-stream", key="cam_dl_npy", on_click="ignore",
                            help="The method's low-resolution map, before normalisation and upsampling.")
-    st.image(glue.scale_png(cmap), width=glue.SCALE_WIDTH,
+    st.image(glue.scale_png(cmap), width=glue.SCALE_WIDTH, output_format="PNG",
              caption=f"Colour scale (raw map from {result.raw.min():.3g} to {result.raw.max():.3g}, scaled to 0–1)")
     compare(engine, chosen, view, layer, target, alpha, cmap)
 
@@ -171,8 +171,9 @@ def compare(engine, chosen, view, layer, target: int, alpha: float, cmap: str) -
             except glue.Stopped as stopped:
                 resume_button(stopped, "compare")
                 continue
-            st.image(glue.overlay_png(view, result, alpha, cmap), width="stretch", caption=glue.title(name))
-    st.image(glue.scale_png(cmap), width=glue.SCALE_WIDTH, caption="Colour scale of the row")
+            st.image(glue.overlay_picture(view, result, alpha, cmap), width="stretch", output_format="JPEG",
+                     caption=glue.title(name))
+    st.image(glue.scale_png(cmap), width=glue.SCALE_WIDTH, output_format="PNG", caption="Colour scale of the row")
 
 
 def resume_button(stopped: glue.Stopped, where: str) -> None:
@@ -216,7 +217,8 @@ def _saliency_row(engine, chosen, methods: list[str], target: int | None, view: 
                 show_error(error)
                 continue
             label = engine.categories[result.target] if result.target < len(engine.categories) else result.target
-            st.image(png, width="stretch", caption=f"{LABELS[method]} · class {label} (logit {result.score:.3g})")
+            st.image(png, width="stretch", output_format="PNG",
+                     caption=f"{LABELS[method]} · class {label} (logit {result.score:.3g})")
             for note in result.notes:
                 st.caption(note)
 
@@ -257,8 +259,10 @@ def reconstruction_section(engine, chosen) -> None:
         show_error(error)
         return
     a, b = st.columns(2)
-    a.image(rgb_png, width="stretch", caption=f"{name} · channel {channel} · projection (0 = grey)")
-    b.image(map_png, width="stretch", caption=f"magnitude · strongest activation {result.activation:.3g} "
+    a.image(rgb_png, width="stretch", output_format="PNG",
+            caption=f"{name} · channel {channel} · projection (0 = grey)")
+    b.image(map_png, width="stretch", output_format="PNG",
+            caption=f"magnitude · strongest activation {result.activation:.3g} "
                                               f"at row {result.position[0]}, column {result.position[1]}")
     how = "max-pool switches" if result.mechanism == "switches" else "the deconvnet ReLU rule"
     st.caption(f"Projected with {how}: unpool, rectify, transposed convolution, down to the input. "

@@ -80,7 +80,7 @@ try:
         caption = (f"{layer} · filter {out}: its {shape[1]} slices, one per input channel (under each: {inputs}"
                    + (", its min and max" if scaling == "each" else "") + f") · {SCALING_LABELS[scaling]}, {cmap}")
         name = f"{stem}_filter{out}.png"
-    st.image(sheet.png, width=sheet.width, caption=caption)
+    st.image(sheet.png, width=sheet.width, output_format="PNG", caption=caption)
     st.download_button("Kernels (PNG)", sheet.png, name, "image/png", key="dl_kernels")
 
     st.subheader("Weights and norms")

@@ -39,7 +39,7 @@ def channels_view(engine, chosen, info) -> None:
     scaling = scale_col.radio("Scaling", list(SCALING_LABELS), format_func=SCALING_LABELS.get, key="layer_scaling")
     shown = glue.channel_page(engine, chosen, info.name, int(page) - 1, per_page, order)
     grid = glue.grid_picture(engine, chosen, info.name, shown.channels, cmap, scaling)
-    st.image(grid.png, width=grid.width,
+    st.image(grid.png, width=grid.width, output_format="PNG",
              caption=f"{info.name} ({info.kind}) · channels {shown.start + 1}–{shown.stop} of {shown.total}, "
                      f"page {shown.page + 1}/{shown.pages}, ordered by {ORDER_LABELS[order]} · "
                      f"under each map: its channel index" + (", its min and max" if scaling == "channel" else ""))
@@ -72,10 +72,10 @@ def sum_max_view(engine, chosen, info) -> None:
     cmap = st.selectbox("Colormap", COLORMAPS, key="layer_cmap")
     total, peak = glue.sum_and_max(engine, chosen, info.name, cmap)
     left, right = st.columns(2)
-    left.image(total.png, width=total.width,
+    left.image(total.png, width=total.width, output_format="PNG",
                caption=f"{info.name} · channel sum Σ A_c (= {info.channels} × the mean): where the layer responds "
                        "in all, on its own scale")
-    right.image(peak.png, width=peak.width,
+    right.image(peak.png, width=peak.width, output_format="PNG",
                 caption=f"{info.name} · maximum over channels max_c A_c: where any one channel responds strongly, "
                         "on its own scale")
 
@@ -90,7 +90,7 @@ def overview_view(engine, chosen, layers) -> None:
         st.info("Pick at least one layer type.")
         return
     sheet = glue.overview_picture(engine, chosen, tuple(sorted(picked)), ncols)
-    st.image(sheet.png, width=sheet.width,
+    st.image(sheet.png, width=sheet.width, output_format="PNG",
              caption="Every chosen layer's channel mean, each scaled to its own range (printed under it), in "
                      "execution order · title = layer, type, output shape")
     st.download_button("All layers (PNG)", sheet.png, f"{glue.file_stem(chosen, 'all_layers')}.png", "image/png",

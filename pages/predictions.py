@@ -13,7 +13,7 @@ engine, chosen = require_engine_and_image()
 
 left, right = st.columns([1, 2])
 with left:
-    st.image(chosen.image, width="stretch")
+    st.image(glue.shown_photo(chosen), width="stretch")
     st.caption(f"{plain(chosen.name)} · {chosen.image.width}×{chosen.image.height} px")
     for note in chosen.notes:
         st.info(note)
