@@ -8,6 +8,7 @@ list of ``pages/`` that a fresh server would otherwise show until the first run 
 import streamlit as st
 
 from cnnvis_core import CnnvisError, Engine, images
+from cnnvis_core.priority import foreground
 from dashboard import datasets
 from dashboard.state import (
     SAMPLE_COUNT,
@@ -204,16 +205,18 @@ navigation = st.navigation(pages, position="top")
 keep_persisted()  # every page's settings survive runs that do not draw them (dashboard.widget_state)
 persist("model_source", "arch", "pretrained", "timm_arch", "timm_pretrained", "sample_index")
 
-with st.sidebar:
-    st.title("cnnvis")
-    engine, model, problem = model_section()
-    passes = st.empty()
-    st.divider()
-    chosen = image_section()
-    data_set = data_section()
-choose(engine, chosen, model, problem)
-choose_data(data_set)
+# While this run draws, background jobs wait before their next batch (at most a quarter second).
+with foreground():
+    with st.sidebar:
+        st.title("cnnvis")
+        engine, model, problem = model_section()
+        passes = st.empty()
+        st.divider()
+        chosen = image_section()
+        data_set = data_section()
+    choose(engine, chosen, model, problem)
+    choose_data(data_set)
 
-model_passes(passes, engine)
-navigation.run()
-model_passes(passes, engine)  # again, with this page's passes
+    model_passes(passes, engine)
+    navigation.run()
+    model_passes(passes, engine)  # again, with this page's passes

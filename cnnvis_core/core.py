@@ -27,6 +27,7 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import v2
 
+from . import priority
 from .errors import InputError, ModelError
 from .hooks import Action, Before, Tap, eval_mode
 from .layers import LayerInfo, find_layer, probe_layers
@@ -98,7 +99,13 @@ class ModelLock:
 
     @contextmanager
     def hold(self, background: bool = False) -> Iterator[None]:
+        """Hold the lock for the block; ``background`` for one batch of a long job (implied in a
+        thread that made itself a background thread, :func:`cnnvis_core.priority.lower_this_thread`,
+        which also waits for the pages being drawn first, :func:`~cnnvis_core.priority.give_way`)."""
         me = threading.get_ident()
+        background = background or priority.is_background()
+        if background and self._owner != me:
+            priority.give_way()
         with self._state:
             if self._owner == me:
                 self._depth += 1

@@ -1,27 +1,46 @@
-"""Background work gives way to interactive work: a lower CPU priority for the calling thread.
+"""Background work gives way to interactive work: page runs first, long jobs in the gaps.
 
 A dashboard server runs long jobs (a filter optimisation, a data set job) in worker threads beside
-the threads that draw pages. The model lock already lets a quick call in before a job's next batch
-(:class:`cnnvis_core.core.ModelLock`); outside the lock, a job's batch and a page's run compete for
-the same cores, and the kernel shares them evenly. :func:`lower_this_thread` raises the calling
-thread's *niceness* (POSIX ``nice``; on Linux it is per thread, and the threads it starts after, such
-as torch's OpenMP workers, inherit it), so the kernel gives a page's run most of a core it shares
-with a job (nice 10 against 0: about a tenth of the CPU time to the job while both want it) and
-the job all the CPU nobody else wants.
+the threads that draw pages, all in one interpreter on a few cores. Three mechanisms, from the
+finest to the coarsest, keep a page's run as fast as if the job were not there:
+
+1. **The model lock** (:class:`cnnvis_core.core.ModelLock`): a background thread takes the model
+   one batch (one optimisation step) at a time, and a quick call waiting for the model goes ahead
+   of its next batch. A thread is *background* when it called :func:`lower_this_thread`; its
+   ``core.session()`` calls are background holds without saying so.
+2. **Giving way** (:func:`give_way`, called by a background thread before each batch): while any
+   page is being drawn (:func:`foreground`, around each script run of the app), a background
+   thread waits before its next batch, at most :data:`GIVE_WAY_S` seconds, so a page's run also
+   has the interpreter (Python's GIL) and the cores to itself between its own model calls; the job
+   gets everything in between, and at least one batch per :data:`GIVE_WAY_S` under any load.
+3. **CPU priority**: :func:`lower_this_thread` raises the thread's *niceness* (POSIX ``nice``; on
+   Linux it is per thread, and the threads it starts after, such as torch's OpenMP workers, inherit
+   it): where a job's batch and a page's run do share a core, the kernel gives the page most of it.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 #: niceness of background threads (0 normal … 19 lowest)
 BACKGROUND_NICENESS = 10
+#: longest a background thread waits for page runs before its next batch, seconds
+GIVE_WAY_S = 0.25
+
+_local = threading.local()
+_pages = threading.Condition(threading.Lock())
+_running = 0
 
 
 def lower_this_thread(niceness: int = BACKGROUND_NICENESS) -> bool:
-    """Set the calling thread's niceness to at least ``niceness``; True when it is so now, False
-    where the system has no per-thread priority (then nothing changes, and nothing is raised)."""
+    """Make the calling thread a background thread (see the module docstring): its model holds
+    give way, and its niceness is at least ``niceness``. True when the niceness is so now, False
+    where the system has no per-thread priority (nothing is raised then)."""
+    _local.background = True
     try:
         me = threading.get_native_id()
         if os.getpriority(os.PRIO_PROCESS, me) < niceness:
@@ -29,3 +48,41 @@ def lower_this_thread(niceness: int = BACKGROUND_NICENESS) -> bool:
         return os.getpriority(os.PRIO_PROCESS, me) >= niceness
     except (AttributeError, OSError):  # no getpriority (Windows) or not allowed
         return False
+
+
+def is_background() -> bool:
+    """Whether the calling thread made itself a background thread."""
+    return getattr(_local, "background", False)
+
+
+@contextmanager
+def foreground() -> Iterator[None]:
+    """Mark a page's run (or any interactive call) for the time of the block: background threads
+    wait before their next batch while one runs (:func:`give_way`)."""
+    global _running
+    with _pages:
+        _running += 1
+    try:
+        yield
+    finally:
+        with _pages:
+            _running -= 1
+            if _running == 0:
+                _pages.notify_all()
+
+
+def pages_running() -> int:
+    """How many :func:`foreground` blocks are open now."""
+    with _pages:
+        return _running
+
+
+def give_way(limit: float = GIVE_WAY_S) -> float:
+    """In a background thread: wait while a page runs, at most ``limit`` seconds; the seconds
+    waited (0 at once in any other thread, so a page's own long call never waits for itself)."""
+    if not is_background():
+        return 0.0
+    started = time.monotonic()
+    with _pages:
+        _pages.wait_for(lambda: _running == 0, timeout=limit)
+    return time.monotonic() - started

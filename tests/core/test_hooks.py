@@ -91,6 +91,9 @@ def test_no_hook_survives_an_error_inside_the_block_or_inside_an_action():
 
 def test_record_outputs_keeps_copies_that_later_in_place_ops_cannot_change():
     model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU(inplace=True))
+    with torch.no_grad():  # outputs all negative: the in-place ReLU changes every one of them
+        model[0].weight.fill_(1.0)
+        model[0].bias.zero_()
     for clone, changed in ((True, False), (False, True)):
         with torch.no_grad(), record_outputs({"0": (model[0], 1)}, clone=clone) as outputs:
             out = model(torch.randn(1, 1, 4, 4) - 5)

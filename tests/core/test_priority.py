@@ -1,12 +1,22 @@
-"""Background threads lower their own CPU priority, and only their own."""
+"""Background threads give way to page runs: before each model batch, on the model lock, and in
+CPU priority (their own only)."""
 
 import os
 import sys
 import threading
+import time
 
 import pytest
 
-from cnnvis_core.priority import BACKGROUND_NICENESS, lower_this_thread
+from cnnvis_core.core import ModelLock
+from cnnvis_core.priority import (
+    BACKGROUND_NICENESS,
+    GIVE_WAY_S,
+    foreground,
+    give_way,
+    lower_this_thread,
+    pages_running,
+)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
 
@@ -50,3 +60,90 @@ def test_a_thread_already_lower_keeps_its_niceness():
     thread.start()
     thread.join()
     assert seen["after"] == 15
+
+
+def _in_background(work, *args) -> threading.Thread:
+    """Run ``work(*args)`` in a new thread that made itself a background thread."""
+
+    def run() -> None:
+        lower_this_thread()
+        work(*args)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_a_background_batch_waits_for_the_page_being_drawn_then_runs():
+    lock, took = ModelLock(), []
+
+    def batch() -> None:
+        with lock.hold():  # a background thread's hold: no need to say background=True
+            took.append(time.monotonic())
+
+    with foreground():
+        started = time.monotonic()
+        thread = _in_background(batch)
+        time.sleep(0.1)
+        assert not took, "a background batch started while a page was being drawn"
+    thread.join()
+    assert 0.09 <= took[0] - started < GIVE_WAY_S + 0.2
+
+
+def test_pages_without_end_hold_a_background_job_back_by_the_give_way_limit_only():
+    lock, took = ModelLock(), []
+
+    def batches() -> None:
+        for _ in range(3):
+            with lock.hold():
+                took.append(time.monotonic())
+
+    with foreground():  # a page that never ends, or one after another without a gap
+        started = time.monotonic()
+        _in_background(batches).join(timeout=5)
+    assert len(took) == 3, "the job starved"
+    assert GIVE_WAY_S * 3 - 0.05 <= took[-1] - started < GIVE_WAY_S * 3 + 0.5
+
+
+def test_a_page_thread_never_waits_for_pages_not_even_its_own():
+    with foreground():
+        assert pages_running() == 1
+        started = time.monotonic()
+        assert give_way() == 0.0
+        with ModelLock().hold(background=True):  # e.g. a Score-CAM's batch computed by the page itself
+            pass
+        assert time.monotonic() - started < 0.05
+    assert pages_running() == 0
+
+
+def _quick_call_against_a_background_thread() -> list[str]:
+    """A background thread holds the lock, a quick call waits for it, the thread releases and at
+    once asks again: who got the lock first after the release."""
+    lock, order, holding, release = ModelLock(), [], threading.Event(), threading.Event()
+
+    def job() -> None:
+        with lock.hold():  # the batch in progress
+            holding.set()
+            release.wait()
+        with lock.hold():  # the next batch, asked for at once
+            order.append("batch")
+
+    def quick() -> None:
+        with lock.hold():
+            order.append("quick")
+
+    thread = _in_background(job)
+    holding.wait()
+    caller = threading.Thread(target=quick)
+    caller.start()
+    time.sleep(0.05)
+    release.set()
+    thread.join()
+    caller.join()
+    return order
+
+
+def test_a_quick_call_goes_ahead_of_a_background_threads_next_batch():
+    """Without ``background=True``: a background thread's holds are background batches."""
+    for trial in range(5):
+        assert _quick_call_against_a_background_thread() == ["quick", "batch"], trial
