@@ -307,12 +307,13 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def report(results: dict[int, Tally]) -> None:
-    solo = results[min(results)]
+def report(results: dict[int | str, Tally]) -> None:
+    """The table: a row per entry, in order, the first being the solo run the ratios divide by."""
+    solo = next(iter(results.values()))
     print("\n| sessions | first page s (× solo) | upload s (× solo) | quick action s (× solo) | no-model action s "
           "(× solo) | lost uploads | failed media | exception boxes | server's share of the busy CPU |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for n, t in sorted(results.items()):
+    for n, t in results.items():
         cells = []
         for name in ("first", "upload", "quick", "display"):
             value, base = median(getattr(t, name)), median(getattr(solo, name))

@@ -9,10 +9,11 @@ finest to the coarsest, keep a page's run as fast as if the job were not there:
    of its next batch. A thread is *background* when it called :func:`lower_this_thread`; its
    ``core.session()`` calls are background holds without saying so.
 2. **Giving way** (:func:`give_way`, called by a background thread before each batch): while any
-   page is being drawn (:func:`foreground`, around each script run of the app), a background
-   thread waits before its next batch, at most :data:`GIVE_WAY_S` seconds, so a page's run also
-   has the interpreter (Python's GIL) and the cores to itself between its own model calls; the job
-   gets everything in between, and at least one batch per :data:`GIVE_WAY_S` under any load.
+   page is being drawn (:func:`foreground`, around each script run of the app) and for
+   :data:`QUIET_S` after the last one ended (its messages and pictures are still being sent), a
+   background thread waits before its next batch, at most :data:`GIVE_WAY_S` seconds, so a page's
+   run has the interpreter (Python's GIL) and the cores to itself between its own model calls; the
+   job gets everything in between, and at least one batch per :data:`GIVE_WAY_S` under any load.
 3. **CPU priority**: :func:`lower_this_thread` raises the thread's *niceness* (POSIX ``nice``; on
    Linux it is per thread, and the threads it starts after, such as torch's OpenMP workers, inherit
    it): where a job's batch and a page's run do share a core, the kernel gives the page most of it.
@@ -30,10 +31,14 @@ from contextlib import contextmanager
 BACKGROUND_NICENESS = 10
 #: longest a background thread waits for page runs before its next batch, seconds
 GIVE_WAY_S = 0.25
+#: a background thread also waits this long after the last page run ended (seconds): the server
+#: still sends that run's messages and serves its pictures then
+QUIET_S = 0.15
 
 _local = threading.local()
 _pages = threading.Condition(threading.Lock())
 _running = 0
+_last_end = float("-inf")
 
 
 def lower_this_thread(niceness: int = BACKGROUND_NICENESS) -> bool:
@@ -59,7 +64,7 @@ def is_background() -> bool:
 def foreground() -> Iterator[None]:
     """Mark a page's run (or any interactive call) for the time of the block: background threads
     wait before their next batch while one runs (:func:`give_way`)."""
-    global _running
+    global _running, _last_end
     with _pages:
         _running += 1
     try:
@@ -67,8 +72,8 @@ def foreground() -> Iterator[None]:
     finally:
         with _pages:
             _running -= 1
-            if _running == 0:
-                _pages.notify_all()
+            _last_end = time.monotonic()
+            _pages.notify_all()
 
 
 def pages_running() -> int:
@@ -78,11 +83,17 @@ def pages_running() -> int:
 
 
 def give_way(limit: float = GIVE_WAY_S) -> float:
-    """In a background thread: wait while a page runs, at most ``limit`` seconds; the seconds
-    waited (0 at once in any other thread, so a page's own long call never waits for itself)."""
+    """In a background thread: wait while a page runs and for :data:`QUIET_S` after, at most
+    ``limit`` seconds; the seconds waited (0 at once in any other thread, so a page's own long
+    call never waits for itself)."""
     if not is_background():
         return 0.0
     started = time.monotonic()
+    deadline = started + limit
     with _pages:
-        _pages.wait_for(lambda: _running == 0, timeout=limit)
+        while (now := time.monotonic()) < deadline:
+            quiet = float("inf") if _running else _last_end + QUIET_S
+            if quiet <= now:
+                break
+            _pages.wait(min(quiet, deadline) - now)
     return time.monotonic() - started

@@ -12,6 +12,7 @@ from cnnvis_core.core import ModelLock
 from cnnvis_core.priority import (
     BACKGROUND_NICENESS,
     GIVE_WAY_S,
+    QUIET_S,
     foreground,
     give_way,
     lower_this_thread,
@@ -88,6 +89,25 @@ def test_a_background_batch_waits_for_the_page_being_drawn_then_runs():
         assert not took, "a background batch started while a page was being drawn"
     thread.join()
     assert 0.09 <= took[0] - started < GIVE_WAY_S + 0.2
+
+
+def test_a_background_batch_waits_a_moment_after_the_last_page_then_runs_at_once():
+    lock, took = ModelLock(), []
+
+    def batch() -> None:
+        with lock.hold():
+            took.append(time.monotonic())
+
+    with foreground():
+        pass
+    ended = time.monotonic()
+    _in_background(batch).join()
+    assert QUIET_S - 0.02 <= took[0] - ended < QUIET_S + 0.1, "the page's pictures are still being sent"
+    took.clear()
+    time.sleep(QUIET_S)
+    started = time.monotonic()
+    _in_background(batch).join()
+    assert took[0] - started < 0.05, "nothing to give way to: the batch runs at once"
 
 
 def test_pages_without_end_hold_a_background_job_back_by_the_give_way_limit_only():
