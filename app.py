@@ -10,6 +10,7 @@ import streamlit as st
 from cnnvis_core import CnnvisError, Engine, images
 from cnnvis_core.priority import foreground
 from dashboard import datasets
+from dashboard.heap import freeze_startup
 from dashboard.state import (
     SAMPLE_COUNT,
     ChosenData,
@@ -189,6 +190,7 @@ def model_passes(slot, engine: Engine | None) -> None:
 
 
 st.set_page_config(page_title="cnnvis", page_icon="🔬", layout="wide")
+freeze_startup()  # the first run freezes the libraries' objects: collecting each run's garbage is then cheap
 
 pages = [
     st.Page("pages/predictions.py", title="Predictions", icon="🏷️", default=True),
