@@ -17,6 +17,7 @@ from cnnvis_core.priority import (
     give_way,
     lower_this_thread,
     pages_running,
+    quick_handover,
 )
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
@@ -167,3 +168,13 @@ def test_a_quick_call_goes_ahead_of_a_background_threads_next_batch():
     """Without ``background=True``: a background thread's holds are background batches."""
     for trial in range(5):
         assert _quick_call_against_a_background_thread() == ["quick", "batch"], trial
+
+
+def test_quick_handover_sets_the_interpreters_switch_interval():
+    before = sys.getswitchinterval()
+    try:
+        quick_handover()
+        assert sys.getswitchinterval() == pytest.approx(0.001)
+        assert sys.getswitchinterval() < before or before <= 0.001
+    finally:
+        sys.setswitchinterval(before)
