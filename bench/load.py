@@ -39,6 +39,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -271,33 +273,41 @@ async def long_job(browser, url: str, steps: int) -> Session:
     return job
 
 
+@asynccontextmanager
+async def rss_series(pid: int) -> AsyncIterator[list[tuple[float, float]]]:
+    """The server's RSS while the block runs: ``(seconds, MB)`` every 2 s."""
+    series: list[tuple[float, float]] = []
+    started, stop = time.monotonic(), asyncio.Event()
+
+    async def sample() -> None:
+        while not stop.is_set():
+            series.append((time.monotonic() - started, rss_mb(pid)))
+            await asyncio.sleep(2)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        yield series
+    finally:
+        stop.set()
+        await sampler
+
+
 async def soak(browser, url: str, interactions: int, images: list[tuple[str, bytes]], pid: int,
                series: list[tuple[float, float]]) -> Tally:
     tally = Tally()
     session = await new_session(browser, url, tally)
     await session.open()
-    started = time.monotonic()
-    stop = asyncio.Event()
-
-    async def sample_rss() -> None:
-        while not stop.is_set():
-            series.append((time.monotonic() - started, rss_mb(pid)))
-            await asyncio.sleep(2)
-
-    sampler = asyncio.create_task(sample_rss())
-    done = 0
-    while done < interactions:
-        name, data = images[(done // 6) % len(images)]
-        await session.go_to("Predictions")
-        if await session.upload(name, data) is None:
-            tally.lost_uploads += 1
-        await session.go_to("Layer browser")
-        await session.go_to("Class activation maps")
-        await session.select("Method", METHODS[(done // 6) % len(METHODS)])
-        await session.go_to("Kernels")
-        done += 6
-    stop.set()
-    await sampler
+    async with rss_series(pid) as sampled:
+        for done in range(0, interactions, 6):
+            name, data = images[(done // 6) % len(images)]
+            await session.go_to("Predictions")
+            if await session.upload(name, data) is None:
+                tally.lost_uploads += 1
+            await session.go_to("Layer browser")
+            await session.go_to("Class activation maps")
+            await session.select("Method", METHODS[(done // 6) % len(METHODS)])
+            await session.go_to("Kernels")
+    series.extend(sampled)
     await session.context.close()
     return tally
 
@@ -320,6 +330,15 @@ def report(results: dict[int | str, Tally]) -> None:
             cells.append(f"{value:.2f} ({value / base:.1f}×)")
         share = f"{t.server_cpu / t.machine_cpu:.0%} of {t.machine_cpu:.0f} s" if t.machine_cpu else "n/a"
         print(f"| {n} | {' | '.join(cells)} | {t.lost_uploads} | {t.failed_media} | {t.exceptions} | {share} |")
+
+
+def report_soak(interactions: int, lost: int, failed_media: int, exceptions: int, rss: list[float]) -> None:
+    """The soak's counts and its RSS series (MB, every 2 s)."""
+    print(f"\nSoak: {interactions} interactions, 50 images up to 4000×3000: lost uploads {lost}, "
+          f"failed media {failed_media}, exception boxes {exceptions}")
+    print("RSS (MB) every 2 s: " + " ".join(f"{mb:.0f}" for mb in rss))
+    print(f"RSS start {rss[0]:.0f} MB, peak {max(rss):.0f} MB, end {rss[-1]:.0f} MB "
+          f"(budget CNNVIS_CACHE_MB={os.environ.get('CNNVIS_CACHE_MB', '1024 (default)')})")
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -348,25 +367,25 @@ async def main(args: argparse.Namespace) -> None:
                 if args.soak:
                     series: list[tuple[float, float]] = []
                     tally = await soak(browser, url, args.soak, images, server.pid, series)
-                    rss = [mb for _, mb in series]
-                    print(f"\nSoak: {args.soak} interactions, 50 images up to 4000×3000: lost uploads "
-                          f"{tally.lost_uploads}, failed media {tally.failed_media}, "
-                          f"exception boxes {tally.exceptions}")
-                    print("RSS (MB) every 2 s: " + " ".join(f"{mb:.0f}" for mb in rss))
-                    print(f"RSS start {rss[0]:.0f} MB, peak {max(rss):.0f} MB, end {rss[-1]:.0f} MB "
-                          f"(budget CNNVIS_CACHE_MB={os.environ.get('CNNVIS_CACHE_MB', '1024 (default)')})")
+                    report_soak(args.soak, tally.lost_uploads, tally.failed_media, tally.exceptions,
+                                [mb for _, mb in series])
                 await browser.close()
         finally:
             server.terminate()
             server.wait(timeout=30)
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def arguments(description: str, rounds: int, soak: int) -> argparse.Namespace:
+    """The load benches' command line (``rounds`` and ``soak`` their defaults)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 4, 8, 12])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--soak", type=int, default=120, help="interactions of the soak (0: none)")
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--soak", type=int, default=soak, help="interactions of the soak (0: none)")
     parser.add_argument("--job-steps", type=int, default=2000, help="steps of the long job (0: none)")
     parser.add_argument("--stagger", type=float, default=0.0,
                         help="each session's action starts after a random delay in [0, S) s (0: all at once)")
-    asyncio.run(main(parser.parse_args()))
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(arguments(__doc__.split("\n\n")[0], rounds=3, soak=120)))

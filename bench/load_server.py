@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import sys
 import tempfile
@@ -47,10 +46,12 @@ from load import (  # the browser bench's server, images, probes and table
     OPACITY,
     ROOT,
     Tally,
+    arguments,
     machine_cpu,
     process_cpu,
     report,
-    rss_mb,
+    report_soak,
+    rss_series,
     start_server,
     upload_images,
 )
@@ -126,30 +127,18 @@ async def long_job(url: str, steps: int) -> WireSession:
 
 async def soak(url: str, interactions: int, images: list[tuple[str, bytes]], pid: int) -> tuple[Counts, int, list]:
     """One session, ``interactions`` actions; its counts, lost uploads and the RSS series."""
-    counts, lost, series = Counts(), 0, []
+    counts, lost = Counts(), 0
     session = WireSession(url, counts)
-    started = time.monotonic()
-    stop = asyncio.Event()
-
-    async def sample_rss() -> None:
-        while not stop.is_set():
-            series.append((time.monotonic() - started, rss_mb(pid)))
-            await asyncio.sleep(2)
-
-    sampler = asyncio.create_task(sample_rss())
-    await session.open()
-    done = 0
-    while done < interactions:
-        name, data = images[(done // 6) % len(images)]
-        await session.go_to("Predictions")
-        lost += await session.upload("Image", name, data) is None
-        await session.go_to("Layer browser")
-        await session.go_to(CAM_PAGE)
-        await session.set("selectbox", "Method", METHODS[(done // 6) % len(METHODS)])
-        await session.go_to("Kernels")
-        done += 6
-    stop.set()
-    await sampler
+    async with rss_series(pid) as series:
+        await session.open()
+        for done in range(0, interactions, 6):
+            name, data = images[(done // 6) % len(images)]
+            await session.go_to("Predictions")
+            lost += await session.upload("Image", name, data) is None
+            await session.go_to("Layer browser")
+            await session.go_to(CAM_PAGE)
+            await session.set("selectbox", "Method", METHODS[(done // 6) % len(METHODS)])
+            await session.go_to("Kernels")
     await session.close()
     return counts, lost, series
 
@@ -185,23 +174,11 @@ async def main(args: argparse.Namespace) -> None:
                 for n in client))
             if args.soak:
                 counts, lost, series = await soak(url, args.soak, images, server.pid)
-                rss = [mb for _, mb in series]
-                print(f"\nSoak: {args.soak} interactions, 50 images up to 4000×3000: lost uploads {lost}, "
-                      f"failed media {counts.failed_media}, exception boxes {counts.exceptions}")
-                print("RSS (MB) every 2 s: " + " ".join(f"{mb:.0f}" for mb in rss))
-                print(f"RSS start {rss[0]:.0f} MB, peak {max(rss):.0f} MB, end {rss[-1]:.0f} MB "
-                      f"(budget CNNVIS_CACHE_MB={os.environ.get('CNNVIS_CACHE_MB', '1024 (default)')})")
+                report_soak(args.soak, lost, counts.failed_media, counts.exceptions, [mb for _, mb in series])
         finally:
             server.terminate()
             server.wait(timeout=30)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sessions", type=int, nargs="+", default=[1, 4, 8, 12])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--job-steps", type=int, default=2000, help="steps of the long job (0: none)")
-    parser.add_argument("--stagger", type=float, default=0.0,
-                        help="each session's action starts after a random delay in [0, S) s (0: all at once)")
-    parser.add_argument("--soak", type=int, default=0, help="interactions of the soak (0: none)")
-    asyncio.run(main(parser.parse_args()))
+    asyncio.run(main(arguments(__doc__.split("\n\n")[0], rounds=5, soak=0)))

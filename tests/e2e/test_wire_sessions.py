@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 
 from cnnvis_core.cam import TITLES
 from cnnvis_core.demo import HELD_OUT_SEED_START, sample
@@ -45,5 +46,23 @@ async def _scenario(url: str) -> None:
     await asyncio.gather(*(s.close() for s in sessions))
 
 
+def _run_in_own_loop(coroutine) -> None:
+    """Run ``coroutine`` to its end in a thread of its own: the browser tests' Playwright keeps an
+    event loop running in this one, where ``asyncio.run`` is refused."""
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(asyncio.wait_for(coroutine, 300))
+        except BaseException as error:  # noqa: BLE001 - re-raised in the test's thread
+            failure.append(error)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
 def test_twelve_wire_sessions_upload_at_once_and_each_sees_only_its_own_file(app_url):
-    asyncio.run(asyncio.wait_for(_scenario(app_url), 300))
+    _run_in_own_loop(_scenario(app_url))
