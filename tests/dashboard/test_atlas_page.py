@@ -15,6 +15,7 @@ from cnnvis_core import Engine, jobs
 from cnnvis_core.data import Dataset
 from dashboard import atlas as glue
 from tests.dashboard.apptest import APP, open_app
+from tests.dashboard.pages_13 import ok as _ok
 
 ATLAS = "pages/atlas.py"
 LAYERS = ["features.conv3", "features.relu7"]
@@ -34,13 +35,6 @@ def stored(tmp_path_factory) -> Path:
 def results_env(stored, monkeypatch) -> Path:
     monkeypatch.setenv("CNNVIS_RESULTS", str(stored))
     return stored
-
-
-def _ok(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
-    return at
 
 
 def _captions(at: AppTest) -> list[str]:

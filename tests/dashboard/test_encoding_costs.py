@@ -10,6 +10,7 @@ import pytest
 from PIL import Image, JpegImagePlugin, PngImagePlugin
 
 from tests.dashboard.apptest import open_app
+from tests.dashboard.pages_13 import ok
 
 
 @pytest.fixture
@@ -28,12 +29,6 @@ def encodings(monkeypatch) -> dict[str, int]:
     return counts
 
 
-def _run(at):
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
 def _suffixes(at) -> list[str]:
     """The file types of the pictures the last run shows (their media URLs end with them)."""
     return [img.url.rsplit(".", 1)[-1] for element in at.get("image") for img in element.proto.imgs]
@@ -42,11 +37,11 @@ def _suffixes(at) -> list[str]:
 def test_an_opacity_move_encodes_one_jpeg_per_overlay_and_no_png(encodings):
     at = open_app()
     at.switch_page("pages/cam.py")
-    _run(at)
+    ok(at)
     overlays = sum(1 for e in at.get("image") for img in e.proto.imgs if "Colour scale" not in img.caption)
     encodings.update(PNG=0, JPEG=0)
     at.slider(key="cam_alpha").set_value(0.8)
-    _run(at)
+    ok(at)
     assert encodings["PNG"] == 0, "a slider move wrote a PNG (a download made before its click, or a re-encode)"
     assert 0 < encodings["JPEG"] <= overlays, encodings
     assert "jpg" in _suffixes(at) and set(_suffixes(at)) <= {"jpg", "png"}
@@ -54,9 +49,9 @@ def test_an_opacity_move_encodes_one_jpeg_per_overlay_and_no_png(encodings):
 
 def test_the_predictions_page_shown_again_encodes_nothing(encodings):
     at = open_app()  # the Predictions page, the sample image
-    _run(at)
+    ok(at)
     encodings.update(PNG=0, JPEG=0)
-    _run(at)
+    ok(at)
     assert encodings == {"PNG": 0, "JPEG": 0}, encodings
 
 

@@ -5,15 +5,9 @@ from __future__ import annotations
 from streamlit.testing.v1 import AppTest
 
 from tests.dashboard.apptest import open_app
+from tests.dashboard.pages_13 import ok as _ok
 
 PAGE = "pages/cam.py"
-
-
-def _ok(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
-    return at
 
 
 def _captions(at: AppTest) -> list[str]:
