@@ -263,7 +263,7 @@ def reconstruction_section(engine, chosen) -> None:
             caption=f"{name} · channel {channel} · projection (0 = grey)")
     b.image(map_png, width="stretch", output_format="PNG",
             caption=f"magnitude · strongest activation {result.activation:.3g} "
-                                              f"at row {result.position[0]}, column {result.position[1]}")
+                    f"at row {result.position[0]}, column {result.position[1]}")
     how = "max-pool switches" if result.mechanism == "switches" else "the deconvnet ReLU rule"
     st.caption(f"Projected with {how}: unpool, rectify, transposed convolution, down to the input. "
                f"Strongest channels on this image: {', '.join(map(str, best))}.")
