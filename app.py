@@ -8,7 +8,7 @@ list of ``pages/`` that a fresh server would otherwise show until the first run 
 import streamlit as st
 
 from cnnvis_core import CnnvisError, Engine, images
-from cnnvis_core.priority import foreground, quick_handover
+from cnnvis_core.priority import PAGE_TURNS, foreground, quick_handover
 from dashboard import datasets
 from dashboard.heap import freeze_startup
 from dashboard.state import (
@@ -209,7 +209,7 @@ keep_persisted()  # every page's settings survive runs that do not draw them (da
 persist("model_source", "arch", "pretrained", "timm_arch", "timm_pretrained", "sample_index")
 
 # While this run draws, background jobs wait before their next batch (at most a quarter second).
-with foreground():
+with foreground(), PAGE_TURNS.turn():
     with st.sidebar:
         st.title("cnnvis")
         engine, model, problem = model_section()

@@ -112,8 +112,9 @@ async def one_round(url: str, n: int, rounds: int, images: list[tuple[str, bytes
     return tally, end.client - start.client
 
 
-async def long_job(url: str, steps: int) -> WireSession:
-    """A filter optimisation of every channel of the default layer, polled by its session's page."""
+async def long_job(url: str, steps: int, seed: int) -> WireSession:
+    """A filter optimisation of every channel of the default layer, polled by its session's page;
+    a seed of its own per row (the engine keeps finished units: the same run again would be instant)."""
     job = WireSession(url)
     await job.open()
     await job.go_to("Filter optimisation")
@@ -121,6 +122,7 @@ async def long_job(url: str, steps: int) -> WireSession:
     await job.set("radio", "Units", next(o for o in units.options if o.startswith("All")))
     await job.set("number_input", "Steps", steps)
     await job.set("number_input", "Image size", 32)
+    await job.set("number_input", "Seed", seed)
     await job.set("button", "Optimise", True)
     return job
 
@@ -161,7 +163,7 @@ async def main(args: argparse.Namespace) -> None:
                 rounds.insert(args.sessions.index(1) + 1, (1, True))  # the job's own cost: solo beside it
             for n, with_job in rounds:
                 label = f"{n} + job" if n == 1 and with_job else n
-                job = await long_job(url, args.job_steps) if with_job else None
+                job = await long_job(url, args.job_steps, seed=len(found)) if with_job else None
                 found[label], client[label] = await one_round(url, n, args.rounds, images, server.pid, args.stagger)
                 if job is not None:
                     await job.close()

@@ -142,3 +142,26 @@ def test_a_page_requested_before_the_navigation_ran_still_gets_the_frame(app, pa
     assert [t.value for t in app.sidebar.title] == ["cnnvis"]
     assert any("Demo model" in str(w.value) for w in app.sidebar.radio), [w.value for w in app.sidebar.radio]
     assert len(app.header) == 1, [h.value for h in app.header]
+
+
+def test_each_run_of_the_app_takes_a_turn_and_gives_it_back(app, monkeypatch):
+    """Page runs are admitted in turn (``cnnvis_core.priority.PAGE_TURNS``), and a run that waited
+    its whole patience still draws its page."""
+    from cnnvis_core import priority
+
+    class Counting(priority.Turns):
+        taken = 0
+
+        def _admit(self) -> float:
+            Counting.taken += 1
+            return super()._admit()
+
+    turns = Counting(slots=1, patience=0.2)
+    monkeypatch.setattr(priority, "PAGE_TURNS", turns)
+    app.run()
+    assert Counting.taken == 1 and turns.running() == 0
+    with turns.turn():  # another session's run holds the only slot
+        app.selectbox(key="sample_index").set_value(2)
+        app.run()
+    assert Counting.taken == 3 and turns.running() == 0  # the other session's turn, and the app's
+    assert not app.exception and app.get("plotly_chart")
