@@ -16,6 +16,8 @@ its duration and installs its hooks inside :func:`~cnnvis_core.hooks.tapped` blo
 
 from __future__ import annotations
 
+import copy
+import itertools
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -199,6 +201,32 @@ class ModelCore:
         first (see :class:`ModelLock`)."""
         with self._lock.hold(background), eval_mode(self.model, self._module_list):
             yield self.model
+
+    def replica(self) -> ModelCore:
+        """A twin of this core for one background job: the same parameters and buffers (the very
+        tensors, no copy), class names, layer catalogue, transform and pass counters, but its own
+        module objects, lock and per-model :attr:`cache`.
+
+        A job on the twin never holds this core's lock, so no caller of this core waits for the
+        job's batch in progress — which matters when the job's thread runs only on spare CPU
+        (:func:`cnnvis_core.priority.lower_this_thread`): under a load that keeps every core busy
+        that batch could stall for as long as the load lasts. Its hooks sit on its own modules.
+        What the twin should share of the cache, the caller seeds:
+        ``twin.cache.get(key, lambda: value_of_this_core)``. :class:`ModelError` when the model
+        cannot be copied (a caller then uses the core itself)."""
+        self.layers()  # probed once, for both
+        tensors = {id(t): t for t in itertools.chain(self.model.parameters(), self.model.buffers())}
+        with self.session():  # no other call's hooks are on the modules while they are copied
+            try:
+                model = copy.deepcopy(self.model, memo=tensors)
+            except Exception as error:  # whatever a model's own __deepcopy__ raises
+                raise ModelError(f"The model {self.name} cannot be copied for a background job "
+                                 f"({type(error).__name__}: {error}).") from error
+        twin = copy.copy(self)
+        twin.model, twin.cache, twin._lock = model, ModelCache(), ModelLock()
+        twin._modules = dict(model.named_modules())
+        twin._module_list = tuple(twin._modules.values())
+        return twin
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """One counted forward pass of the model (call inside :meth:`session`)."""

@@ -43,6 +43,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from cnnvis_core import CnnvisError, Engine, InputError, LayerInfo
 from cnnvis_core.optimize import DESCRIPTIONS, PRESETS, OptimizationResult, Settings
+from cnnvis_core.optimize.cache import background_twin
 from cnnvis_core.optimize.loop import PREVIEW_ITEMS, preview_tiles
 from cnnvis_core.optimize.run import cached_units
 from cnnvis_core.priority import lower_this_thread
@@ -218,9 +219,12 @@ class Job:
     _batch: tuple[int, int, int] = (0, 1, 0)  # (index, count, steps before it)
 
     def start(self, engine: Engine, watcher: str = "") -> Job:
+        """Run in a worker thread on a twin of ``engine`` (its own lock: pages never wait for this
+        run's step in progress, which runs on spare CPU only; the images land in ``engine``'s cache)."""
         self.started = time.monotonic()
         self.seen(watcher)
-        threading.Thread(target=self._run, args=(engine,), name="cnnvis-optimize", daemon=True).start()
+        threading.Thread(target=self._run, args=(background_twin(engine),), name="cnnvis-optimize",
+                         daemon=True).start()
         return self
 
     def seen(self, watcher: str = "") -> None:

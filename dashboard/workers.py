@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnvis_core import CnnvisError, Engine
+from cnnvis_core import CnnvisError, Engine, ModelError
 from cnnvis_core import jobs as core_jobs
 from cnnvis_core.data import Dataset
 from cnnvis_core.jobs import JobCancelled, JobError, Progress
@@ -71,12 +71,22 @@ RUNNERS: dict[str, Callable[..., core_jobs.Result]] = {
     "cam_quality": core_jobs.cam_quality}
 
 
+def _twin(engine: Engine) -> Engine:
+    try:
+        return engine.replica()
+    except ModelError:
+        return engine
+
+
 class DatasetJob:
     """One job: its request, its folder, where it stands (:attr:`status`, :meth:`progress`) and how it
     ended (:attr:`error`, :attr:`elapsed`). Read by the page while a worker runs it."""
 
     def __init__(self, request: Request, engine: Engine, dataset: Dataset, folder: Path) -> None:
-        self.request, self.engine, self.dataset, self.folder = request, engine, dataset, Path(folder)
+        self.request, self.dataset, self.folder = request, dataset, Path(folder)
+        #: a twin of the page's engine (its own lock: the pages never wait for this job's batch in
+        #: progress, which runs on spare CPU only), the engine itself where the model cannot be copied
+        self.engine = _twin(engine)
         self.status = QUEUED
         self.error: str | None = None
         self.created = time.time()
