@@ -24,8 +24,10 @@ run as fast as if the job were not there, and a fifth orders the page runs among
    (``bench/load_server.py``). The niceness is raised too (systems without ``SCHED_IDLE``).
    Both are per thread on Linux, and the threads it starts after (torch's OpenMP workers)
    inherit them. The price: a background batch runs only on spare CPU, so under a load that
-   keeps every core busy it waits for that load (it still holds the model lock then, so a
-   quick call waits too; ``CNNVIS_BACKGROUND_POLICY=nice`` keeps niceness only).
+   keeps every core busy it waits for that load — holding whatever lock it holds. Jobs therefore
+   run on a twin of the engine (:meth:`cnnvis_core.core.ModelCore.replica`: its own lock), so a
+   page never waits for a job's batch in progress (``CNNVIS_BACKGROUND_POLICY=nice`` keeps
+   niceness only).
 4. **Quick hand-over of the interpreter** (:func:`quick_handover`): a thread waiting for Python's GIL
    asks the running thread to give it up after :data:`SWITCH_INTERVAL_S` (Python's default 5 ms). A
    page's run gives the GIL up at every torch call, picture encoding and socket write, and during a

@@ -7,7 +7,9 @@ polls the job from a fragment every :data:`POLL_SECONDS` and draws a progress ba
 elapsed and left, the live preview (one tile per unit, captioned) and a cancel button (which
 makes ``on_step`` return False: the engine stops and hands back the images reached so far; the
 click waits for that, up to :data:`CANCEL_WAIT_SECONDS`, so its own rerun shows the result). The
-engine takes its lock per step, so other users interleave, and caches each unit's result, so
+run works on a twin of the engine (:func:`~cnnvis_core.optimize.cache.background_twin`: its own
+lock, so pages never wait for its step; a background thread, so it runs on spare CPU and pauses
+while pages are drawn, :mod:`cnnvis_core.priority`), and the engine caches each unit's result, so
 asking again (or for an overlapping set of units) is instant.
 
 On a shared server, runs are bounded and do not outlive their audience: a request over
@@ -17,13 +19,10 @@ most :data:`SLOTS` runs go at once, later ones wait in order and say how many ar
 asking for the same run on the same model watch one run (:func:`start_job`), and a run stops when
 its last watcher cancels or none has polled for :data:`ABANDON_SECONDS` (its tabs were closed).
 
-Polling costs the worker: each poll is a script run, and a script run holds the interpreter
-(the GIL) while the optimisation's Python between torch calls waits for it, and every new
-picture costs the browser a fetch and a redraw on the same CPUs. So the page polls once a
-second, renews the preview's pictures every :data:`PREVIEW_SECONDS` only, and the server does
-not collect garbage after every script run (``runner.postScriptGC = false`` in
-``.streamlit/config.toml``: a full collection of the server's heap took 0.3–0.5 s, once per
-poll; ``python bench/dashboard.py`` measures the job against the same call in a script).
+Polling costs the server: each poll is a script run (of the polling fragment only). So the page
+polls once a second and renews the preview's pictures every :data:`PREVIEW_SECONDS` only (every new
+picture costs the browser a fetch and a redraw on the same CPUs); ``python bench/dashboard.py``
+measures the job against the same call in a script.
 """
 
 from __future__ import annotations

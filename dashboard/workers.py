@@ -2,8 +2,9 @@
 server, and one :class:`DatasetJob` per running job. No Streamlit here (worker threads have no
 script context) and no torch maths: a job is one call of :mod:`cnnvis_core.jobs`.
 
-At most :data:`MAX_RUNNING` jobs run at a time (each takes the engine's lock per batch, so the
-dashboard's other sessions interleave with them); the rest wait in order, at most
+At most :data:`MAX_RUNNING` jobs run at a time (each on a twin of the engine with a lock of its own,
+in a background thread: on spare CPU, pausing while pages are drawn, :mod:`cnnvis_core.priority`;
+the dashboard's sessions never wait for a job's batch); the rest wait in order, at most
 :data:`MAX_WAITING`. A job is known by its results folder, which names everything that decides
 it (kind, settings, model weights, data set, batching): starting a job whose folder a queued or
 running job already writes to attaches to that one instead of running it twice. Cancelling sets
