@@ -86,8 +86,10 @@ class DatasetJob:
     def __init__(self, request: Request, engine: Engine, dataset: Dataset, folder: Path) -> None:
         self.request, self.dataset, self.folder = request, dataset, Path(folder)
         #: a twin of the page's engine (its own lock: the pages never wait for this job's batch in
-        #: progress, which runs on spare CPU only), the engine itself where the model cannot be copied
-        self.engine = _twin(engine)
+        #: progress, which runs on spare CPU only), the engine itself where the model cannot be copied;
+        #: None once the job has ended (the pool remembers ended jobs; the twin's caches, such as a
+        #: folded copy of the weights, go with it)
+        self.engine: Engine | None = _twin(engine)
         self.status = QUEUED
         self.error: str | None = None
         self.created = time.time()
@@ -164,7 +166,7 @@ class DatasetJob:
             self._end(status, error)
 
     def _end(self, status: str, error: str | None = None) -> None:
-        self.status, self.error = status, error
+        self.status, self.error, self.engine = status, error, None
         self.finished = time.monotonic()
         self._done.set()
 

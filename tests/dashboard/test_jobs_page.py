@@ -362,3 +362,22 @@ def test_the_dead_page_without_a_finished_stats_job_says_where_to_start_one(resu
     at.switch_page(DEAD)
     _ok(at)
     assert any("No finished statistics job" in i.value for i in at.info), _texts(at.info)
+
+
+def test_a_job_runs_on_a_twin_of_the_engine_and_lets_it_go_when_it_ends(results, demo_engine):
+    """The twin (its own lock and caches) is the job's while it is queued or runs; the pool remembers
+    ended jobs, not their twins (a CAM job's twin holds a folded copy of the weights)."""
+    import gc
+    import weakref
+
+    data = ChosenData(Dataset.demo(2), "2 demo samples")
+    request = glue.make_request(demo_engine, "demo", data, "cam_quality", methods=["gradcam"], steps=2)
+    pool = JobPool(workers=1)
+    with demo_engine.session():  # the engine's lock held by a page: the job still runs
+        job, _ = pool.start(request, demo_engine, data.dataset, glue.folder_of(request))
+        twin = weakref.ref(job.engine)
+        assert job.engine is not demo_engine and job.engine.model is not demo_engine.model
+        assert job.wait(WAIT_S) and job.status == DONE, job.error
+    assert job.engine is None and job in pool.jobs()
+    gc.collect()
+    assert twin() is None, "nothing keeps the ended job's twin"
