@@ -39,8 +39,8 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,6 +106,21 @@ def start_server(results: Path, log: Path) -> tuple[subprocess.Popen, str]:
             time.sleep(0.25)
     server.kill()
     raise SystemExit(f"the server did not start; see {log}")
+
+
+@contextmanager
+def served(log_name: str) -> Iterator[tuple[subprocess.Popen, str]]:
+    """A real server (:func:`start_server`) over a temporary results folder, its log in
+    ``out/log_name``; stopped when the block ends, however it ends."""
+    with tempfile.TemporaryDirectory() as results:
+        log = ROOT / "out" / log_name
+        log.parent.mkdir(exist_ok=True)
+        server, url = start_server(Path(results), log)
+        try:
+            yield server, url
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
 
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -345,34 +360,27 @@ async def main(args: argparse.Namespace) -> None:
     from playwright.async_api import async_playwright
 
     images = upload_images(50)
-    with tempfile.TemporaryDirectory() as results:
-        log = ROOT / "out" / "bench-load-streamlit.log"
-        log.parent.mkdir(exist_ok=True)
-        server, url = start_server(Path(results), log)
-        try:
-            async with async_playwright() as playwright:
-                browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-                warm = await new_session(browser, url, Tally())  # the engine loads once, before any timing
-                await warm.open()
-                await warm.go_to("Class activation maps")
-                await warm.context.close()
-                found: dict[int, Tally] = {}
-                for n in args.sessions:
-                    job = await long_job(browser, url, args.job_steps) if n > 1 and args.job_steps else None
-                    found[n] = await one_round(browser, url, n, args.rounds, images, server.pid, args.stagger)
-                    if job is not None:
-                        await job.context.close()
-                    print(f"N = {n}: done ({len(found[n].quick)} quick actions)", flush=True)
-                report(found)
-                if args.soak:
-                    series: list[tuple[float, float]] = []
-                    tally = await soak(browser, url, args.soak, images, server.pid, series)
-                    report_soak(args.soak, tally.lost_uploads, tally.failed_media, tally.exceptions,
-                                [mb for _, mb in series])
-                await browser.close()
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+    with served("bench-load-streamlit.log") as (server, url):
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            warm = await new_session(browser, url, Tally())  # the engine loads once, before any timing
+            await warm.open()
+            await warm.go_to("Class activation maps")
+            await warm.context.close()
+            found: dict[int, Tally] = {}
+            for n in args.sessions:
+                job = await long_job(browser, url, args.job_steps) if n > 1 and args.job_steps else None
+                found[n] = await one_round(browser, url, n, args.rounds, images, server.pid, args.stagger)
+                if job is not None:
+                    await job.context.close()
+                print(f"N = {n}: done ({len(found[n].quick)} quick actions)", flush=True)
+            report(found)
+            if args.soak:
+                series: list[tuple[float, float]] = []
+                tally = await soak(browser, url, args.soak, images, server.pid, series)
+                report_soak(args.soak, tally.lost_uploads, tally.failed_media, tally.exceptions,
+                            [mb for _, mb in series])
+            await browser.close()
 
 
 def arguments(description: str, rounds: int, soak: int) -> argparse.Namespace:

@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import random
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +43,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from load import (  # the browser bench's server, images, probes and table
     METHODS,
     OPACITY,
-    ROOT,
     Tally,
     arguments,
     machine_cpu,
@@ -52,7 +50,7 @@ from load import (  # the browser bench's server, images, probes and table
     report,
     report_soak,
     rss_series,
-    start_server,
+    served,
     upload_images,
 )
 
@@ -147,39 +145,32 @@ async def soak(url: str, interactions: int, images: list[tuple[str, bytes]], pid
 
 async def main(args: argparse.Namespace) -> None:
     images = upload_images(50)
-    with tempfile.TemporaryDirectory() as results:
-        log = ROOT / "out" / "bench-load-server-streamlit.log"
-        log.parent.mkdir(exist_ok=True)
-        server, url = start_server(Path(results), log)
-        try:
-            warm = WireSession(url)  # the engine loads once, before any timing
-            await warm.open()
-            await warm.go_to(CAM_PAGE)
-            await warm.close()
-            found: dict[int | str, Tally] = {}
-            client: dict[int | str, float] = {}
-            rounds = [(n, n > 1 and args.job_steps > 0) for n in args.sessions]
-            if args.job_steps and 1 in args.sessions:
-                rounds.insert(args.sessions.index(1) + 1, (1, True))  # the job's own cost: solo beside it
-            for n, with_job in rounds:
-                label = f"{n} + job" if n == 1 and with_job else n
-                job = await long_job(url, args.job_steps, seed=len(found)) if with_job else None
-                found[label], client[label] = await one_round(url, n, args.rounds, images, server.pid, args.stagger)
-                if job is not None:
-                    await job.close()
-                print(f"N = {label}: done ({len(found[label].quick)} quick actions)", flush=True)
-            print(f"\nServer alone, over the wire (stagger {args.stagger:g} s, long job "
-                  f"{args.job_steps} steps beside N ≥ 2):")
-            report(found)
-            print("\nThis client's CPU over the actions: " + ", ".join(
-                f"N = {n}: {client[n]:.1f} s ({client[n] / max(found[n].machine_cpu, 1e-9):.0%} of the busy CPU)"
-                for n in client))
-            if args.soak:
-                counts, lost, series = await soak(url, args.soak, images, server.pid)
-                report_soak(args.soak, lost, counts.failed_media, counts.exceptions, [mb for _, mb in series])
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+    with served("bench-load-server-streamlit.log") as (server, url):
+        warm = WireSession(url)  # the engine loads once, before any timing
+        await warm.open()
+        await warm.go_to(CAM_PAGE)
+        await warm.close()
+        found: dict[int | str, Tally] = {}
+        client: dict[int | str, float] = {}
+        rounds = [(n, n > 1 and args.job_steps > 0) for n in args.sessions]
+        if args.job_steps and 1 in args.sessions:
+            rounds.insert(args.sessions.index(1) + 1, (1, True))  # the job's own cost: solo beside it
+        for n, with_job in rounds:
+            label = f"{n} + job" if n == 1 and with_job else n
+            job = await long_job(url, args.job_steps, seed=len(found)) if with_job else None
+            found[label], client[label] = await one_round(url, n, args.rounds, images, server.pid, args.stagger)
+            if job is not None:
+                await job.close()
+            print(f"N = {label}: done ({len(found[label].quick)} quick actions)", flush=True)
+        print(f"\nServer alone, over the wire (stagger {args.stagger:g} s, long job "
+              f"{args.job_steps} steps beside N ≥ 2):")
+        report(found)
+        print("\nThis client's CPU over the actions: " + ", ".join(
+            f"N = {n}: {client[n]:.1f} s ({client[n] / max(found[n].machine_cpu, 1e-9):.0%} of the busy CPU)"
+            for n in client))
+        if args.soak:
+            counts, lost, series = await soak(url, args.soak, images, server.pid)
+            report_soak(args.soak, lost, counts.failed_media, counts.exceptions, [mb for _, mb in series])
 
 
 if __name__ == "__main__":
