@@ -4,10 +4,11 @@ A dashboard server runs long jobs (a filter optimisation, a data set job) in wor
 the threads that draw pages, all in one interpreter on a few cores. Four mechanisms keep a page's
 run as fast as if the job were not there, and a fifth orders the page runs among themselves:
 
-1. **The model lock** (:class:`cnnvis_core.core.ModelLock`): a background thread takes the model
-   one batch (one optimisation step) at a time, and a quick call waiting for the model goes ahead
-   of its next batch. A thread is *background* when it called :func:`lower_this_thread`; its
-   ``core.session()`` calls are background holds without saying so.
+1. **The model lock** (:class:`cnnvis_core.core.ModelLock`): a long call takes the model one
+   batch at a time (one batch of Score-CAM's masked passes; a job, one step or batch on its twin,
+   see 3), and a quick call waiting for the model goes ahead of its next batch. A thread is
+   *background* when it called :func:`lower_this_thread`; its ``core.session()`` calls are
+   background holds without saying so.
 2. **Giving way** (:func:`give_way`, called by a background thread before each batch): while any
    page is being drawn (:func:`foreground`, around each script run of the app) and for
    :data:`QUIET_S` after the last one ended (its messages and pictures are still being sent), a
@@ -37,7 +38,7 @@ run as fast as if the job were not there, and a fifth orders the page runs among
    that start together (a class clicking at the teacher's word) go first come, first served, two
    at a time, instead of all sharing the interpreter and all ending late; a run waits at most a
    second for its turn. With 12 sessions acting at the same instant the median quick action went
-   from 12.8× to 7.2× its solo time (``bench/load_server.py --stagger 0``).
+   from 12.8× to 6.6–8.4× its solo time over three runs (``bench/load_server.py --stagger 0``).
 """
 
 from __future__ import annotations
@@ -139,24 +140,14 @@ class Turns:
         self._queue: list[int] = []
         self._tickets = 0
         self._running = 0
-        self._mine = threading.local()
 
     @contextmanager
     def turn(self) -> Iterator[float]:
-        """Wait for this run's turn; yields the seconds waited. Re-entrant within a thread."""
-        if getattr(self._mine, "depth", 0):
-            self._mine.depth += 1
-            try:
-                yield 0.0
-            finally:
-                self._mine.depth -= 1
-            return
+        """Wait for this run's turn; yields the seconds waited."""
         waited = self._admit()
-        self._mine.depth = 1
         try:
             yield waited
         finally:
-            self._mine.depth = 0
             with self._state:
                 self._running -= 1
                 self._state.notify_all()

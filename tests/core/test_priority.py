@@ -327,13 +327,6 @@ def test_a_run_waits_for_its_turn_no_longer_than_the_patience():
         assert waited < 0.05
 
 
-def test_a_turn_inside_a_turn_does_not_wait_for_itself():
-    turns = Turns(slots=1, patience=5.0)
-    with turns.turn(), turns.turn() as waited:
-        assert waited == 0.0 and turns.running() == 1
-    assert turns.running() == 0
-
-
 def _finish_times(turns: Turns | None, count: int = 6, spins: int = 1_200_000) -> list[float]:
     """``count`` threads of pure-Python work started together; when each ended, from the start."""
     start, ends, ready = time.monotonic(), [], threading.Barrier(count)
